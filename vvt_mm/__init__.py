@@ -1,0 +1,10 @@
+"""vvt_mm: Vicinity Vision Transformer and locality-aware backbones for OpenMMLab.
+
+Importing the package registers every backbone in mmengine's root ``MODELS``
+registry, so ``custom_imports = dict(imports=['vvt_mm'])`` is all a config of
+mmsegmentation, mmdetection or mmpretrain needs.
+"""
+from .version import __version__
+from . import models  # noqa: F401  (registers the backbones)
+
+__all__ = ['__version__']

@@ -1,0 +1,8 @@
+"""Checkpoint reading, layout conversion and honest pretrained loading."""
+from .loading import LoadReport, extract_state_dict, load_pretrained, read_checkpoint
+from .vvt_keys import convert_vvt, is_official_vvt
+
+__all__ = [
+    'LoadReport', 'extract_state_dict', 'load_pretrained', 'read_checkpoint', 'convert_vvt',
+    'is_official_vvt'
+]

@@ -1,0 +1,166 @@
+"""Read checkpoints safely and load them into a model with an honest report.
+
+* Files are read with ``torch.load(weights_only=True)``: a downloaded file cannot
+  run code. A file that needs arbitrary unpickling is refused with the way to opt
+  in (``allow_unsafe=True`` or ``VVT_MM_ALLOW_UNSAFE_CHECKPOINT=1``) for files
+  the user trusts.
+* Loading reports what matched, what was missing, unexpected or of another
+  shape, and raises when (almost) nothing matched -- the classic silent failure
+  of a wrong prefix or a wrong model.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+
+UNSAFE_ENV = 'VVT_MM_ALLOW_UNSAFE_CHECKPOINT'
+
+
+def read_checkpoint(path: str, map_location: str | torch.device = 'cpu',
+                    allow_unsafe: bool | None = None) -> dict:
+    """Load a checkpoint file (or http(s) URL) without executing pickled code."""
+    if allow_unsafe is None:
+        allow_unsafe = os.environ.get(UNSAFE_ENV, '') == '1'
+    if path.startswith(('http://', 'https://')):
+        return torch.hub.load_state_dict_from_url(path, map_location=map_location,
+                                                  weights_only=not allow_unsafe)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path!r} does not exist; check the path in '
+                                "init_cfg=dict(type='Pretrained', checkpoint=...)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not allow_unsafe)
+    except pickle.UnpicklingError as err:
+        if allow_unsafe:
+            raise
+        raise RuntimeError(
+            f'checkpoint {path!r} holds objects beyond tensors and plain containers, '
+            f'so it was not loaded (weights_only=True): {str(err).splitlines()[0]}. '
+            f'If you trust the file, set {UNSAFE_ENV}=1 or pass allow_unsafe=True; '
+            'better, re-save just its state_dict.') from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        raise RuntimeError(
+            f'checkpoint {path!r} is corrupted or truncated ({type(err).__name__}: '
+            f'{str(err).splitlines()[0] if str(err) else "no detail"}); re-download or '
+            're-save it') from err
+
+
+def extract_state_dict(checkpoint: Mapping) -> Mapping:
+    """Unwrap ``{'state_dict': ...}`` / ``{'model': ...}`` containers."""
+    for key in ('state_dict', 'model', 'module'):
+        inner = checkpoint.get(key) if isinstance(checkpoint, Mapping) else None
+        if isinstance(inner, Mapping):
+            return inner
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(f'a checkpoint must be a dict of tensors, got '
+                        f'{type(checkpoint).__name__}')
+    return checkpoint
+
+
+@dataclass
+class LoadReport:
+    """What happened when a state dict met a model."""
+    matched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+
+    @property
+    def match_ratio(self) -> float:
+        total = len(self.matched) + len(self.missing) + len(self.shape_mismatch)
+        return len(self.matched) / total if total else 1.0
+
+    def summary(self, limit: int = 5) -> str:
+        def head(items):
+            items = [str(i) for i in items]
+            more = f' ... (+{len(items) - limit})' if len(items) > limit else ''
+            return ', '.join(items[:limit]) + more
+
+        lines = [f'loaded {len(self.matched)} tensors ({self.match_ratio:.0%} of the model)']
+        if self.missing:
+            lines.append(f'missing in checkpoint ({len(self.missing)}): {head(self.missing)}')
+        if self.unexpected:
+            lines.append(f'unused from checkpoint ({len(self.unexpected)}): '
+                         f'{head(self.unexpected)}')
+        if self.shape_mismatch:
+            lines.append(f'shape mismatch, skipped ({len(self.shape_mismatch)}): '
+                         + head(f'{k} {tuple(a)} vs model {tuple(b)}'
+                                for k, a, b in self.shape_mismatch))
+        return '\n'.join(lines)
+
+
+def load_state_dict_with_report(module: nn.Module, state_dict: Mapping) -> LoadReport:
+    """``load_state_dict(strict=False)`` that skips, and reports, shape mismatches."""
+    own = module.state_dict()
+    report = LoadReport()
+    loadable = OrderedDict()
+    for key, value in state_dict.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != value.shape:
+            report.shape_mismatch.append((key, tuple(value.shape), tuple(own[key].shape)))
+        else:
+            loadable[key] = value
+            report.matched.append(key)
+    report.missing = [key for key in own if key not in state_dict]
+    module.load_state_dict(loadable, strict=False)
+    return report
+
+
+def load_pretrained(module: nn.Module,
+                    checkpoint: str | Mapping,
+                    prefix: str | None = None,
+                    converter: Callable[[Mapping], Mapping | None] | None = None,
+                    map_location: str | torch.device = 'cpu',
+                    min_match_ratio: float = 0.5,
+                    allow_unsafe: bool | None = None) -> LoadReport:
+    """Load pretrained weights into ``module`` and log what matched.
+
+    Args:
+        module: the model (typically a backbone).
+        checkpoint: a path/URL or an already loaded dict.
+        prefix: keep only keys under this prefix and strip it (e.g.
+            ``'backbone.'`` for a full detector/segmentor checkpoint).
+        converter: maps a foreign layout onto the module's; returns ``None``
+            when the layout is not its own. Defaults to the module's
+            ``convert_official`` attribute when present.
+        min_match_ratio: raise if fewer of the module's tensors were loaded.
+        allow_unsafe: see :func:`read_checkpoint`.
+    """
+    source = checkpoint if isinstance(checkpoint, str) else '<state dict>'
+    if isinstance(checkpoint, str):
+        checkpoint = read_checkpoint(checkpoint, map_location, allow_unsafe)
+    state_dict = extract_state_dict(checkpoint)
+    if prefix:
+        if not prefix.endswith('.'):
+            prefix += '.'
+        stripped = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if not stripped:
+            raise ValueError(f'no key of {source} starts with prefix {prefix!r}; its keys '
+                             f'look like {list(state_dict)[:3]}')
+        state_dict = stripped
+    converter = converter or getattr(module, 'convert_official', None)
+    if converter is not None:
+        converted = converter(state_dict)
+        if converted is not None:
+            print_log(f'{source}: official layout detected, converted on load',
+                      logger='current')
+            state_dict = converted
+    report = load_state_dict_with_report(module, state_dict)
+    print_log(f'{type(module).__name__} <- {source}: {report.summary()}', logger='current')
+    if report.match_ratio < min_match_ratio:
+        raise RuntimeError(
+            f'{source} matched only {len(report.matched)} of '
+            f'{len(report.matched) + len(report.missing) + len(report.shape_mismatch)} '
+            f'tensors of {type(module).__name__}; wrong model or wrong prefix? Checkpoint '
+            f'keys look like {list(state_dict)[:3]}, model keys like '
+            f'{list(module.state_dict())[:3]}. Set init_cfg prefix (e.g. '
+            "prefix='backbone.') or pick the matching checkpoint.")
+    return report

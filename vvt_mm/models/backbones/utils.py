@@ -1,0 +1,79 @@
+"""Argument checks shared by every backbone, so bad input fails the same way."""
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def resolve_arch(arch: str | dict, arch_zoo: dict, essential_keys: set[str],
+                 owner: str) -> dict:
+    """Look ``arch`` up in ``arch_zoo`` or validate a custom dict."""
+    if isinstance(arch, str):
+        key = arch.lower()
+        if key not in arch_zoo:
+            raise ValueError(f'{owner}: unknown arch {arch!r}; choose one of '
+                             f'{sorted(arch_zoo)} or pass a dict with keys '
+                             f'{sorted(essential_keys)}')
+        return copy.deepcopy(arch_zoo[key])
+    if isinstance(arch, dict):
+        missing = essential_keys - set(arch)
+        if missing:
+            raise ValueError(f'{owner}: custom arch dict lacks {sorted(missing)}; it needs '
+                             f'{sorted(essential_keys)}')
+        return copy.deepcopy(dict(arch))
+    raise TypeError(f'{owner}: arch must be a name or a dict, got {type(arch).__name__}')
+
+
+def normalize_out_indices(out_indices: int | Sequence[int], num_stages: int,
+                          owner: str) -> tuple[int, ...]:
+    """Validate stage indices (negative ones count from the end)."""
+    if isinstance(out_indices, int):
+        out_indices = [out_indices]
+    result = []
+    for index in out_indices:
+        if not -num_stages <= index < num_stages:
+            raise ValueError(f'{owner}: out_indices {list(out_indices)} has {index}, out of '
+                             f'range for {num_stages} stages; use values in '
+                             f'0..{num_stages - 1}')
+        result.append(index % num_stages)
+    return tuple(result)
+
+
+def check_image_input(x: Tensor, in_channels: int, min_size: int, owner: str) -> None:
+    """Fail early, with the fix, on inputs a backbone cannot process."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f'{owner} expects a torch.Tensor image batch, got {type(x).__name__}')
+    if x.dim() != 4:
+        raise ValueError(f'{owner} expects an NCHW batch (4 dims), got shape '
+                         f'{tuple(x.shape)}; add a batch dimension with x[None]')
+    if not torch.is_floating_point(x):
+        raise TypeError(f'{owner} expects a floating-point image, got {x.dtype}; convert '
+                        'with x.float() (and normalise it, e.g. with a data preprocessor)')
+    if x.shape[1] != in_channels:
+        raise ValueError(f'{owner} was built for {in_channels}-channel input but got '
+                         f'{x.shape[1]} channels (shape {tuple(x.shape)}); pass '
+                         f'in_channels={x.shape[1]} or convert the images')
+    if x.shape[2] < min_size or x.shape[3] < min_size:
+        raise ValueError(f'{owner} needs images of at least {min_size}x{min_size} (its '
+                         f'total stride), got {x.shape[2]}x{x.shape[3]}; resize or pad '
+                         'the input')
+
+
+def resolve_pretrained(pretrained: str | None, init_cfg: dict | list | None):
+    """Map the deprecated ``pretrained=`` argument onto ``init_cfg``."""
+    if pretrained is None:
+        return init_cfg
+    if init_cfg is not None:
+        raise ValueError('init_cfg and pretrained cannot be set at the same time; use '
+                         "init_cfg=dict(type='Pretrained', checkpoint=...)")
+    if not isinstance(pretrained, str):
+        raise TypeError(f'pretrained must be a checkpoint path (str) or None, got '
+                        f'{type(pretrained).__name__}')
+    warnings.warn('pretrained= is deprecated, please use '
+                  "init_cfg=dict(type='Pretrained', checkpoint=...)", DeprecationWarning,
+                  stacklevel=3)
+    return dict(type='Pretrained', checkpoint=pretrained)

@@ -1,0 +1,255 @@
+"""Vicinity Vision Transformer (VVT), arXiv 2206.10552 (TPAMI 2023)."""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
+from torch import Tensor
+
+from vvt_mm.registry import ATTENTIONS, MODELS
+from ..layers import ConvFFN, OverlapPatchEmbed
+from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
+
+
+class VVTBlock(BaseModule):
+    """Pre-norm transformer block: ``x + attn(norm1(x))``, ``x + ffn(norm2(x))``.
+
+    Args:
+        embed_dims: token channels.
+        num_heads: attention heads.
+        mlp_ratio: FFN hidden channels / ``embed_dims``.
+        attn_cfg: token mixer config for :data:`ATTENTIONS`; ``embed_dims``,
+            ``num_heads`` and ``sr_ratio`` are filled in.
+        sr_ratio: spatial reduction of keys/values (1 = none).
+        drop_path: stochastic depth probability.
+        norm_cfg: block norms (LayerNorm eps 1e-6 in VVT).
+        with_cp: checkpoint this block's activations to save memory.
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 mlp_ratio: float,
+                 attn_cfg: dict,
+                 sr_ratio: int = 1,
+                 drop_path: float = 0.,
+                 norm_cfg: dict | None = None,
+                 with_cp: bool = False,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        norm_cfg = norm_cfg or dict(type='LN', eps=1e-6)
+        self.with_cp = with_cp
+        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        attn_cfg = copy.deepcopy(attn_cfg)
+        if sr_ratio != 1:
+            attn_cfg.setdefault('sr_ratio', sr_ratio)
+        self.attn = ATTENTIONS.build(
+            attn_cfg, default_args=dict(embed_dims=embed_dims, num_heads=num_heads))
+        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.ffn = ConvFFN(embed_dims, int(embed_dims * mlp_ratio))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def _forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        return x + self.drop_path(self.ffn(self.norm2(x), hw_shape))
+
+    def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
+        return self._forward(x, hw_shape)
+
+
+class VVTStage(BaseModule):
+    """Patch embedding, ``depth`` blocks and a closing LayerNorm."""
+
+    def __init__(self,
+                 in_channels: int,
+                 embed_dims: int,
+                 depth: int,
+                 num_heads: int,
+                 mlp_ratio: float,
+                 attn_cfg: dict,
+                 patch_size: int,
+                 stride: int,
+                 sr_ratio: int = 1,
+                 drop_paths: Sequence[float] = (),
+                 with_cp: bool = False,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.patch_embed = OverlapPatchEmbed(in_channels, embed_dims, patch_size, stride,
+                                             norm_cfg=dict(type='LN', eps=1e-5))
+        self.blocks = ModuleList([
+            VVTBlock(embed_dims, num_heads, mlp_ratio, attn_cfg, sr_ratio=sr_ratio,
+                     drop_path=drop_paths[j] if drop_paths else 0., with_cp=with_cp)
+            for j in range(depth)
+        ])
+        self.norm = build_norm_layer(dict(type='LN', eps=1e-6), embed_dims)[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """NCHW in, NCHW out."""
+        tokens, hw_shape = self.patch_embed(x)
+        for block in self.blocks:
+            tokens = block(tokens, hw_shape)
+        tokens = self.norm(tokens)
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, *hw_shape)
+
+
+@MODELS.register_module()
+class VVT(BaseModule):
+    """Vicinity Vision Transformer backbone.
+
+    A four-stage pyramid (strides 4/8/16/32) of Vicinity Attention Blocks:
+    linear attention with a 2D Manhattan-distance cosine re-weighting, computed
+    in a feature-reduced space and gated back by the Feature Preserving
+    Connection. No position embedding, so any input size works.
+
+    Args:
+        arch: ``'tiny'|'small'|'medium'|'large'`` (or ``t/s/m/l``), or a dict
+            with ``embed_dims``, ``num_heads``, ``depths``, ``mlp_ratios``.
+        in_channels: image channels.
+        feature_reduction: FR ratio of the attention (2 in the paper).
+        sr_ratios: per-stage spatial reduction of keys/values (VVT_sr, Fig. 8).
+        attn_cfg: token mixer for every block (``dict(type='vicinity')``);
+            swap it to run the paper's attention ablation.
+        out_indices: stages whose outputs are returned.
+        drop_path_rate: stochastic depth, linearly increasing over blocks.
+        with_cp: activation checkpointing of every block.
+        frozen_stages: freeze the first ``n`` stages (``-1``: none).
+        pretrained: deprecated, use ``init_cfg``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)`` accepts our layout
+            or the official one (converted on load).
+    """
+
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], dict(
+            embed_dims=[96, 160, 320, 512], num_heads=[1, 2, 5, 8],
+            depths=[2, 2, 2, 2], mlp_ratios=[8, 8, 4, 4])),
+        **dict.fromkeys(['s', 'small'], dict(
+            embed_dims=[96, 160, 320, 512], num_heads=[1, 2, 5, 8],
+            depths=[3, 3, 9, 3], mlp_ratios=[8, 8, 4, 4])),
+        **dict.fromkeys(['m', 'medium'], dict(
+            embed_dims=[96, 160, 320, 512], num_heads=[1, 2, 5, 8],
+            depths=[3, 3, 27, 3], mlp_ratios=[8, 8, 4, 4])),
+        **dict.fromkeys(['l', 'large'], dict(
+            embed_dims=[96, 160, 320, 512], num_heads=[1, 2, 5, 8],
+            depths=[4, 4, 36, 4], mlp_ratios=[4, 4, 4, 4])),
+    }
+    essential_keys = {'embed_dims', 'num_heads', 'depths', 'mlp_ratios'}
+    min_input_size = 32
+
+    def __init__(self,
+                 arch: str | dict = 'small',
+                 in_channels: int = 3,
+                 feature_reduction: int = 2,
+                 sr_ratios: Sequence[int] = (1, 1, 1, 1),
+                 attn_cfg: dict | None = None,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 drop_path_rate: float = 0.1,
+                 with_cp: bool = False,
+                 frozen_stages: int = -1,
+                 pretrained: str | None = None,
+                 init_cfg: dict | list | None = None) -> None:
+        init_cfg = resolve_pretrained(pretrained, init_cfg)
+        super().__init__(init_cfg=init_cfg)
+        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, type(self).__name__)
+        self.arch = arch
+        self.in_channels = in_channels
+        num_stages = len(arch['depths'])
+        if len(sr_ratios) != num_stages:
+            raise ValueError(f'sr_ratios needs one ratio per stage ({num_stages}), '
+                             f'got {list(sr_ratios)}')
+        self.out_indices = normalize_out_indices(out_indices, num_stages,
+                                                 type(self).__name__)
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], '
+                             f'got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.with_cp = with_cp
+        self.embed_dims = list(arch['embed_dims'])
+
+        if attn_cfg is None:
+            attn_cfg = dict(type='vicinity')
+        attn_cfg = dict(attn_cfg)
+        if attn_cfg.get('type') in ('vicinity', 'VicinityAttention'):
+            attn_cfg.setdefault('feature_reduction', feature_reduction)
+
+        total_depth = sum(arch['depths'])
+        drop_paths = torch.linspace(0, drop_path_rate, total_depth).tolist()
+        self.stages = ModuleList()
+        start = 0
+        for i, depth in enumerate(arch['depths']):
+            self.stages.append(
+                VVTStage(
+                    in_channels=in_channels if i == 0 else self.embed_dims[i - 1],
+                    embed_dims=self.embed_dims[i],
+                    depth=depth,
+                    num_heads=arch['num_heads'][i],
+                    mlp_ratio=arch['mlp_ratios'][i],
+                    attn_cfg=attn_cfg,
+                    patch_size=7 if i == 0 else 3,
+                    stride=4 if i == 0 else 2,
+                    sr_ratio=sr_ratios[i],
+                    drop_paths=drop_paths[start:start + depth],
+                    with_cp=with_cp))
+            start += depth
+        self._freeze_stages()
+
+    @staticmethod
+    def convert_official(state_dict: dict) -> dict | None:
+        """Official-layout state dict -> ours (``None`` if already ours)."""
+        from vvt_mm.checkpoint import convert_vvt, is_official_vvt
+        if not is_official_vvt(state_dict):
+            return None
+        return {k: v for k, v in convert_vvt(state_dict).items() if not k.startswith('head.')}
+
+    def init_weights(self) -> None:
+        """Official init (trunc-normal linears, fan-out normal convs) or a checkpoint."""
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            from vvt_mm.checkpoint import load_pretrained
+            load_pretrained(self, self.init_cfg['checkpoint'],
+                            prefix=self.init_cfg.get('prefix'),
+                            map_location=self.init_cfg.get('map_location', 'cpu'))
+            self._is_init = True
+            return
+        if self.init_cfg is not None:
+            super().init_weights()
+            return
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, nn.LayerNorm):
+                constant_init(m, val=1.0, bias=0.)
+            elif isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                normal_init(m, mean=0, std=math.sqrt(2.0 / fan_out), bias=0)
+        self._is_init = True
+
+    def _freeze_stages(self) -> None:
+        for stage in self.stages[:max(self.frozen_stages, 0)]:
+            stage.eval()
+            for param in stage.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> VVT:
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Return NCHW maps of the stages in ``out_indices`` (strides 4/8/16/32)."""
+        check_image_input(x, self.in_channels, self.min_input_size, type(self).__name__)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
