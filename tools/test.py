@@ -1,0 +1,89 @@
+"""Test (evaluate) a checkpoint of an mmsegmentation, mmdetection or mmpretrain model.
+
+    python tools/test.py CONFIG CKPT [--eval mIoU] [--work-dir DIR]
+    bash tools/dist_test.sh CONFIG CKPT GPUS [--eval mIoU]
+
+``--eval`` keeps the mm 0.x habit: it replaces the config's test evaluator
+(mIoU/mDice/mFscore, bbox/segm, accuracy). Metrics are printed as a table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+from mmengine.dist import get_rank
+from mmengine.runner import Runner
+
+import vvt_mm  # noqa: F401
+from vvt_mm.runtime import apply_eval_metrics, prepare_launch
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from train import load_config  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where logs and metrics go')
+    parser.add_argument('--eval', nargs='+', metavar='METRIC',
+                        help='metrics, e.g. mIoU (segmentation), bbox segm (detection), '
+                        'accuracy (classification)')
+    parser.add_argument('--out', help='dump raw predictions to this pickle file')
+    parser.add_argument('--show-dir', help='save visualised predictions here')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def format_metrics(metrics: dict) -> str:
+    """Metrics as an aligned two-column table."""
+    width = max((len(k) for k in metrics), default=6)
+    rows = [f'{"metric":<{width}}  value', f'{"-" * width}  -----']
+    for key, value in metrics.items():
+        shown = f'{value:.4f}' if isinstance(value, float) else str(value)
+        rows.append(f'{key:<{width}}  {shown}')
+    return '\n'.join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options)
+    if not args.checkpoint.startswith(('http://', 'https://')) and \
+            not osp.isfile(args.checkpoint):
+        sys.exit(f'error: checkpoint {args.checkpoint!r} does not exist')
+    cfg.launcher = args.launcher
+    cfg.load_from = args.checkpoint
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.eval:
+        apply_eval_metrics(cfg, args.eval)
+    if args.out:
+        cfg.test_evaluator = [*(cfg.test_evaluator if isinstance(cfg.test_evaluator, list)
+                                else [cfg.test_evaluator]),
+                              dict(type='DumpResults', out_file_path=args.out)]
+    if args.show_dir:
+        vis = cfg.default_hooks.get('visualization')
+        if vis is not None:
+            vis.update(draw=True, show=False)
+            cfg.visualizer.save_dir = args.show_dir
+
+    prepare_launch(cfg, args.launcher)
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    if get_rank() == 0:
+        print(format_metrics(metrics), flush=True)
+
+
+if __name__ == '__main__':
+    main()

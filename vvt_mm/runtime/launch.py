@@ -1,0 +1,61 @@
+"""Make mmengine's distributed launch work without CUDA.
+
+mmengine assumes GPUs for ``launcher='pytorch'``: ``init_dist`` calls
+``torch.cuda.set_device`` and the runner wraps DDP with
+``device_ids=[LOCAL_RANK]``, both invalid for CPU processes; and configs use
+SyncBN, which needs CUDA. On a machine without CUDA we therefore start the
+process group with gloo ourselves, give DDP ``device_ids=None`` and turn SyncBN
+into BN (logged, because BN statistics are then per process). On CUDA nothing
+changes, so the same command trains on a laptop and on 8 GPUs.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+
+def replace_sync_bn(node: Any) -> int:
+    """Replace ``type='SyncBN'`` by ``'BN'`` in a config tree; return how many."""
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += replace_sync_bn(value)
+    return count
+
+
+def prepare_launch(cfg: Config, launcher: str) -> None:
+    """Adapt ``cfg`` (in place) and the process group to the available devices."""
+    if torch.cuda.is_available():
+        return
+    replaced = replace_sync_bn(cfg.get('model', {}))
+    if replaced:
+        print_log(f'no CUDA device: replaced {replaced} SyncBN layer config(s) by BN '
+                  '(batch statistics are not synchronised across processes)',
+                  logger='current', level=30)
+    if launcher == 'none':
+        return
+    env_cfg = cfg.setdefault('env_cfg', {})
+    env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if launcher == 'pytorch' and not dist.is_initialized():
+        dist.init_process_group(backend='gloo', init_method='env://',
+                                rank=int(os.environ['RANK']),
+                                world_size=int(os.environ['WORLD_SIZE']))
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    # An explicit None stops mmengine from forcing device_ids=[LOCAL_RANK].
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    print_log(f'no CUDA device: distributed {launcher} launch on CPU with gloo',
+              logger='current')
