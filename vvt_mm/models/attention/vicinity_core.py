@@ -149,8 +149,10 @@ def vicinity_attention_torch(q: Tensor, k: Tensor, v: Tensor,
     kv_hw = q_hw if kv_hw is None else kv_hw
     _check_shapes(q, k, v, q_hw, kv_hw)
     out_dtype = q.dtype
+    # fp16/bf16 are lifted to fp32; fp32 and fp64 stay as they are.
+    work = q.dtype if q.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.autocast(q.device.type, enabled=False):
-        out = _separable_core(q.float(), k.float(), v.float(), q_hw, kv_hw, clamp, eps)
+        out = _separable_core(q.to(work), k.to(work), v.to(work), q_hw, kv_hw, clamp, eps)
     return out.to(out_dtype)
 
 
