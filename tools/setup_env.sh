@@ -40,6 +40,7 @@ log "installing torch and build tools"
 # torch comes first: later packages must not pull a different build.
 "${PIP[@]}" install -q $TORCH_SPEC
 # setuptools<70: mmcv's setup.py and mmengine import pkg_resources.
+log "(pip may warn that torch wants setuptools>=77: expected, torch runs with the older one)"
 "${PIP[@]}" install -q "setuptools<70" wheel ninja "mmengine>=0.10.7,<1.0" "numpy"
 
 if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null; then
@@ -69,6 +70,9 @@ fi
 log "installing mmsegmentation, mmpretrain, mmdet"
 "${PIP[@]}" install -q -r "$ROOT/requirements.txt"
 log "installing vvt_mm (editable) with test extras"
-"${PIP[@]}" install -q --no-build-isolation -e "$ROOT[tests]"
+# --no-deps: resolving torch's own metadata would pull setuptools>=77 back in.
+"${PIP[@]}" install -q --no-build-isolation --no-deps -e "$ROOT"
+read -r -a test_extras <<< "$("$VENV/bin/python" -c "import configparser; c = configparser.ConfigParser(); c.read('$ROOT/setup.cfg'); print(' '.join(c['options.extras_require']['tests'].split()))")"
+"${PIP[@]}" install -q "${test_extras[@]}"
 "$VENV/bin/python" -c "import mmcv.ops, mmseg.models, mmdet.models, mmpretrain.models, vvt_mm; print('[setup_env] stack imports fine: torch', __import__('torch').__version__, 'mmcv', mmcv.__version__)"
 echo "$want_stamp" > "$STAMP"

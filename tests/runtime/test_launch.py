@@ -1,0 +1,60 @@
+"""CPU launch glue and the --eval mapping."""
+from __future__ import annotations
+
+import pytest
+from mmengine.config import Config
+
+from vvt_mm.runtime import apply_eval_metrics, prepare_launch, replace_sync_bn
+
+
+def test_replace_sync_bn_walks_nested_configs():
+    cfg = dict(a=dict(type='SyncBN', requires_grad=True),
+               b=[dict(norm_cfg=dict(type='SyncBN')), dict(type='BN')], c='SyncBN')
+    assert replace_sync_bn(cfg) == 2
+    assert cfg['a']['type'] == 'BN' and cfg['b'][0]['norm_cfg']['type'] == 'BN'
+    assert cfg['c'] == 'SyncBN'  # only `type` fields change
+
+
+def test_prepare_launch_without_cuda_converts_sync_bn(monkeypatch):
+    monkeypatch.setattr('torch.cuda.is_available', lambda: False)
+    cfg = Config(dict(model=dict(decode_head=dict(norm_cfg=dict(type='SyncBN')))))
+    prepare_launch(cfg, 'none')
+    assert cfg.model.decode_head.norm_cfg.type == 'BN'
+    assert 'model_wrapper_cfg' not in cfg  # single process: no DDP
+
+
+def test_prepare_launch_leaves_cuda_runs_alone(monkeypatch):
+    monkeypatch.setattr('torch.cuda.is_available', lambda: True)
+    cfg = Config(dict(model=dict(norm_cfg=dict(type='SyncBN'))))
+    prepare_launch(cfg, 'pytorch')
+    assert cfg.model.norm_cfg.type == 'SyncBN'
+
+
+@pytest.mark.parametrize('scope,metrics,expected', [
+    ('mmseg', ['mIoU'], dict(type='IoUMetric', iou_metrics=['mIoU'])),
+    ('mmseg', ['mIoU', 'mDice'], dict(type='IoUMetric', iou_metrics=['mIoU', 'mDice'])),
+    ('mmpretrain', ['accuracy'], dict(type='Accuracy', topk=(1, 5))),
+])
+def test_eval_flag_sets_the_test_evaluator(scope, metrics, expected):
+    cfg = Config(dict(default_scope=scope, test_evaluator=dict(type='Other')))
+    apply_eval_metrics(cfg, metrics)
+    assert cfg.test_evaluator == expected
+
+
+def test_eval_flag_keeps_the_coco_annotation_file():
+    cfg = Config(dict(default_scope='mmdet', test_evaluator=dict(
+        type='CocoMetric', ann_file='a.json', metric='bbox')))
+    apply_eval_metrics(cfg, ['bbox', 'segm'])
+    assert cfg.test_evaluator.ann_file == 'a.json'
+    assert cfg.test_evaluator.metric == ['bbox', 'segm']
+
+
+@pytest.mark.parametrize('scope,metrics,message', [
+    ('mmseg', ['bbox'], 'not a segmentation metric'),
+    ('mmseg', ['mAP50'], 'unknown metric'),
+    ('mmdet', ['mIoU'], 'not a detection metric'),
+])
+def test_eval_flag_rejects_metrics_of_another_task(scope, metrics, message):
+    cfg = Config(dict(default_scope=scope, test_evaluator=dict(type='X')))
+    with pytest.raises(ValueError, match=message):
+        apply_eval_metrics(cfg, metrics)
