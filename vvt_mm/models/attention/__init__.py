@@ -1,9 +1,20 @@
 """Token mixers, one per file, registered in :data:`vvt_mm.registry.ATTENTIONS`."""
+from .builder import attention_names, build_attention
+from .cosformer import CosFormerAttention, cosformer_attention
+from .gc import GlobalContextAttention
+from .linformer import LinformerAttention
+from .performer import PerformerAttention
+from .softmax import SoftmaxAttention
+from .spatial_reduction import SpatialReductionAttention
 from .vicinity import VicinityAttention
 from .vicinity_core import (abs_clamp, vicinity_attention, vicinity_attention_reference,
                             vicinity_attention_torch)
+from .vicinity_no_locality import VicinityNoLocalityAttention, relu_linear_attention
 
 __all__ = [
     'VicinityAttention', 'abs_clamp', 'vicinity_attention', 'vicinity_attention_reference',
-    'vicinity_attention_torch'
+    'vicinity_attention_torch', 'attention_names', 'build_attention', 'CosFormerAttention',
+    'cosformer_attention', 'GlobalContextAttention', 'LinformerAttention',
+    'PerformerAttention', 'SoftmaxAttention', 'SpatialReductionAttention',
+    'VicinityNoLocalityAttention', 'relu_linear_attention'
 ]

@@ -1,0 +1,75 @@
+"""The VVT block without its 2D locality ("VVT w/o locality", VVT Table VI).
+
+Same feature-reduced projections, FPC gate, spatial reduction, clamps,
+parameters and key names as :class:`VicinityAttention` (official VVT weights
+load into it unchanged); only the similarity drops the cosine re-weighting.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vvt_mm.registry import ATTENTIONS
+
+from .vicinity import VicinityAttention
+from .vicinity_core import NORMALISER_EPS, abs_clamp
+
+
+def relu_linear_attention(q: Tensor, k: Tensor, v: Tensor, clamp: bool = True,
+                          eps: float = NORMALISER_EPS) -> Tensor:
+    """``sum_j S(i, j) v_j / (sum_j S(i, j) + eps)``, ``S(i, j) = relu(q_i) . relu(k_j)``.
+
+    Linear attention on ``(B, heads, N, d)`` tensors, ``O(N d^2)``, in float32
+    even under autocast (the key-value state sums over every token). With
+    ``clamp`` the official ``abs_clamp`` is applied where the vicinity core
+    applies it: key-value state, normaliser, numerator and output.
+    """
+    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+    with torch.autocast(q.device.type, enabled=False):
+        q, k, v = F.relu(q.to(work)), F.relu(k.to(work)), v.to(work)
+        kv = k.transpose(-2, -1) @ v  # (B, h, d, d)
+        if clamp:
+            kv = abs_clamp(kv)
+        z = 1.0 / (q @ k.sum(dim=2).unsqueeze(-1) + eps)  # (B, h, N, 1)
+        out = q @ kv
+        if clamp:
+            z, out = abs_clamp(z), abs_clamp(out)
+        out = out * z
+        if clamp:
+            out = abs_clamp(out)
+    return out
+
+
+@ATTENTIONS.register_module(name=['vicinity_no_locality', 'VicinityNoLocalityAttention'])
+class VicinityNoLocalityAttention(VicinityAttention):
+    """:class:`VicinityAttention` with plain ReLU linear attention as its core.
+
+    Takes the same arguments; ``impl`` is accepted but unused (there is one
+    implementation of the plain core).
+    """
+
+    def attention_core(self, q: Tensor, k: Tensor, v: Tensor, q_hw: tuple[int, int],
+                       kv_hw: tuple[int, int]) -> Tensor:
+        """The similarity without positions; grids are only for the interface."""
+        return relu_linear_attention(q, k, v, clamp=self.clamp)
+
+    # VicinityAttention.forward calls the vicinity core directly; until it
+    # routes through an overridable ``attention_core`` hook, this copy of its
+    # data path does (same projections, gate and clamps).
+    def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
+        bsz, num_tokens, _ = x.shape
+        heads, head_dims = self.num_heads, self.inner_dims // self.num_heads
+        gate = self.fpc_gate(x.mean(dim=1)).unsqueeze(1)
+        kv_tokens, kv_hw = self._reduced_tokens(x, hw_shape)
+        q = self.q_proj(x).view(bsz, num_tokens, heads, head_dims).transpose(1, 2)
+        k = self.k_proj(kv_tokens).view(bsz, -1, heads, head_dims).transpose(1, 2)
+        v = self.v_proj(kv_tokens).view(bsz, -1, heads, head_dims).transpose(1, 2)
+        out = self.attention_core(q, k, v, tuple(hw_shape), kv_hw).to(x.dtype)
+        out = self.out_proj(out.transpose(1, 2).reshape(bsz, num_tokens, self.inner_dims))
+        if self.clamp:
+            out = abs_clamp(out)
+        out = out + out * gate
+        if self.clamp:
+            out = abs_clamp(out)
+        return out
