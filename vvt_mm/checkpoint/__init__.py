@@ -1,8 +1,9 @@
 """Checkpoint reading, layout conversion and honest pretrained loading."""
 from .loading import LoadReport, extract_state_dict, load_pretrained, read_checkpoint
+from .vitaev2_keys import convert_vitaev2_vsa, is_official_vitaev2_vsa
 from .vvt_keys import convert_vvt, is_official_vvt
 
 __all__ = [
     'LoadReport', 'extract_state_dict', 'load_pretrained', 'read_checkpoint', 'convert_vvt',
-    'is_official_vvt'
+    'is_official_vvt', 'convert_vitaev2_vsa', 'is_official_vitaev2_vsa'
 ]

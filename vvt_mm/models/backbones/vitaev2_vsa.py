@@ -1,0 +1,221 @@
+"""ViTAEv2 with Varied-Size Window Attention (ViTAEv2-VSA), arXiv 2204.08446."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import constant_init, trunc_normal_, trunc_normal_init
+from torch import Tensor
+
+from vvt_mm.registry import MODELS
+
+from ..layers.varied_size_window_attention import VariedSizeWindowAttention
+from ..layers.vitaev2_cells import NormalCell, ReductionCell
+from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
+
+
+class ViTAEv2VSAStage(BaseModule):
+    """One reduction cell, then ``depth`` normal cells; NCHW in and out."""
+
+    def __init__(self,
+                 reduction: ReductionCell,
+                 blocks: Sequence[NormalCell],
+                 with_cp: bool = False,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.reduction = reduction
+        self.blocks = ModuleList(blocks)
+        self.with_cp = with_cp
+
+    def _run(self, cell: nn.Module, x: Tensor) -> Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(cell, x, use_reentrant=False)
+        return cell(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._run(self.reduction, x)
+        for block in self.blocks:
+            x = self._run(block, x)
+        return x
+
+
+@MODELS.register_module()
+class ViTAEv2VSA(BaseModule):
+    """ViTAEv2 backbone whose cells attend with Varied-Size Window Attention.
+
+    Four stages at strides 4/8/16/32. Each stage starts with a reduction cell
+    (dilated-conv pyramid + VSA, beside a strided conv branch) and continues
+    with normal cells (VSA beside a grouped conv branch). Windows are padded
+    symmetrically and cropped back, so any input size works, down to maps
+    smaller than a window.
+
+    Differences from the official detection code, all on inputs it could not
+    process or mis-handled: inputs whose size is not a multiple of a stage's
+    stride are zero-padded at the bottom/right (officially the two branches
+    disagree in size and the cell fails); VSA divides x-offsets by the window
+    count along x (officially along y, identical on square maps) counted after
+    padding (officially before, which is 0 on maps smaller than a window).
+    Where every stage's map is a multiple of the window (inputs of 224, 448,
+    ...) the computation is the official one. Stochastic depth increases linearly over
+    all normal cells (the official schedule restarts per stage by mistake).
+
+    Args:
+        arch: ``'s'|'small'``, ``'48m'`` or ``'b'|'base'``, or a dict with
+            ``embed_dims`` (PRM widths), ``token_dims`` (stage widths),
+            ``depths``, ``nc_heads``, ``rc_heads``, ``nc_groups``,
+            ``rc_groups`` and ``wide_pcm``.
+        in_channels: image channels.
+        window_size: VSA window (7 for every official variant).
+        mlp_ratio: normal-cell MLP/PCM expansion.
+        kernel_sizes: PRM kernels per stage.
+        dilations: PRM dilations per stage.
+        cpe: depthwise conv position encoding before each attention.
+        drop_rate: dropout in MLPs and after attention projections.
+        attn_drop_rate: dropout on attention weights.
+        drop_path_rate: stochastic depth, linear over normal cells.
+        pcm_norm_cfg: norm of the conv branches (``dict(type='SyncBN')`` for
+            multi-GPU segmentation/detection).
+        out_indices: stages whose outputs are returned.
+        with_cp: activation checkpointing of every cell.
+        frozen_stages: freeze the first ``n`` stages (``-1``: none).
+        pretrained: deprecated, use ``init_cfg``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)`` accepts our layout
+            or the official one (converted on load).
+    """
+
+    _common = dict(nc_groups=[1, 32, 64, 128], rc_groups=[1, 16, 32, 64])
+    arch_zoo = {
+        **dict.fromkeys(['s', 'small'], dict(
+            embed_dims=[64, 64, 128, 256], token_dims=[64, 128, 256, 512],
+            depths=[2, 2, 8, 2], nc_heads=[2, 4, 8, 16], rc_heads=[2, 2, 4, 8],
+            wide_pcm=False, **_common)),
+        '48m': dict(
+            embed_dims=[96, 96, 192, 384], token_dims=[96, 192, 384, 768],
+            depths=[2, 2, 11, 2], nc_heads=[3, 6, 12, 24], rc_heads=[3, 6, 12, 24],
+            wide_pcm=True, **_common),
+        **dict.fromkeys(['b', 'base'], dict(
+            embed_dims=[128, 128, 256, 512], token_dims=[128, 256, 512, 1024],
+            depths=[2, 2, 12, 2], nc_heads=[4, 8, 16, 32], rc_heads=[4, 8, 16, 32],
+            wide_pcm=True, **_common)),
+    }
+    essential_keys = {'embed_dims', 'token_dims', 'depths', 'nc_heads', 'rc_heads',
+                      'nc_groups', 'rc_groups', 'wide_pcm'}
+    downsample_ratios = (4, 2, 2, 2)
+    min_input_size = 1
+
+    def __init__(self,
+                 arch: str | dict = 'small',
+                 in_channels: int = 3,
+                 window_size: int = 7,
+                 mlp_ratio: float = 4.,
+                 kernel_sizes: Sequence[int] = (7, 3, 3, 3),
+                 dilations: Sequence[Sequence[int]] = ((1, 2, 3, 4), (1, 2, 3), (1, 2),
+                                                       (1, 2)),
+                 cpe: bool = True,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.1,
+                 pcm_norm_cfg: dict | None = None,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 with_cp: bool = False,
+                 frozen_stages: int = -1,
+                 pretrained: str | None = None,
+                 init_cfg: dict | list | None = None) -> None:
+        init_cfg = resolve_pretrained(pretrained, init_cfg)
+        super().__init__(init_cfg=init_cfg)
+        owner = type(self).__name__
+        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
+        self.arch = arch
+        num_stages = len(arch['depths'])
+        for key in self.essential_keys - {'wide_pcm'}:
+            if len(arch[key]) != num_stages:
+                raise ValueError(f'{owner}: arch[{key!r}] needs {num_stages} entries, got '
+                                 f'{arch[key]}')
+        if num_stages != 4 or len(kernel_sizes) != 4 or len(dilations) != 4:
+            raise ValueError(f'{owner} has 4 stages; got depths {arch["depths"]}, '
+                             f'kernel_sizes {list(kernel_sizes)}, dilations {dilations}')
+        self.in_channels = in_channels
+        self.out_indices = normalize_out_indices(out_indices, num_stages, owner)
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], '
+                             f'got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.embed_dims = list(arch['token_dims'])
+
+        drop_paths = torch.linspace(0, drop_path_rate, sum(arch['depths'])).tolist()
+        self.stages = ModuleList()
+        start, channels = 0, in_channels
+        for i, depth in enumerate(arch['depths']):
+            reduction = ReductionCell(
+                channels, arch['embed_dims'][i], arch['token_dims'][i],
+                stride=self.downsample_ratios[i], kernel_size=kernel_sizes[i],
+                dilations=dilations[i], num_heads=arch['rc_heads'][i],
+                groups=arch['rc_groups'][i], wide_pcm=arch['wide_pcm'],
+                window_size=window_size, cpe=cpe, pcm_norm_cfg=pcm_norm_cfg)
+            blocks = [
+                NormalCell(arch['token_dims'][i], arch['nc_heads'][i], mlp_ratio=mlp_ratio,
+                           groups=arch['nc_groups'][i], window_size=window_size, cpe=cpe,
+                           drop=drop_rate, attn_drop=attn_drop_rate,
+                           drop_path=drop_paths[start + j], pcm_norm_cfg=pcm_norm_cfg)
+                for j in range(depth)
+            ]
+            self.stages.append(ViTAEv2VSAStage(reduction, blocks, with_cp=with_cp))
+            start += depth
+            channels = arch['token_dims'][i]
+        self._freeze_stages()
+
+    @staticmethod
+    def convert_official(state_dict: dict) -> dict | None:
+        """Official-layout state dict -> ours (``None`` if already ours)."""
+        from vvt_mm.checkpoint.vitaev2_keys import convert_vitaev2_vsa, is_official_vitaev2_vsa
+        if not is_official_vitaev2_vsa(state_dict):
+            return None
+        return {k: v for k, v in convert_vitaev2_vsa(state_dict).items()
+                if not k.startswith('head.')}
+
+    def init_weights(self) -> None:
+        """Official init (trunc-normal linears, unit norms) or a checkpoint."""
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            from vvt_mm.checkpoint import load_pretrained
+            load_pretrained(self, self.init_cfg['checkpoint'],
+                            prefix=self.init_cfg.get('prefix'),
+                            map_location=self.init_cfg.get('map_location', 'cpu'))
+            self._is_init = True
+            return
+        if self.init_cfg is not None:
+            super().init_weights()
+            return
+        # Convolutions keep PyTorch's default init, as officially.
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)):
+                constant_init(m, val=1.0, bias=0.)
+            elif isinstance(m, VariedSizeWindowAttention):
+                m.reset_sampling_parameters()
+                trunc_normal_(m.relative_position_bias_table, std=.02)
+        self._is_init = True
+
+    def _freeze_stages(self) -> None:
+        for stage in self.stages[:max(self.frozen_stages, 0)]:
+            stage.eval()
+            for param in stage.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> ViTAEv2VSA:
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        """NCHW maps of the stages in ``out_indices``, of size ``ceil(H / stride)``."""
+        check_image_input(x, self.in_channels, self.min_input_size, type(self).__name__)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
