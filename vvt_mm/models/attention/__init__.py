@@ -3,7 +3,7 @@ from .builder import attention_names, build_attention
 from .cosformer import CosFormerAttention, cosformer_attention
 from .gc import GlobalContextAttention
 from .linformer import LinformerAttention
-from .performer import PerformerAttention
+from .performer import PerformerAttention, performer_attention
 from .softmax import SoftmaxAttention
 from .spatial_reduction import SpatialReductionAttention
 from .vicinity import VicinityAttention
@@ -15,6 +15,6 @@ __all__ = [
     'VicinityAttention', 'abs_clamp', 'vicinity_attention', 'vicinity_attention_reference',
     'vicinity_attention_torch', 'attention_names', 'build_attention', 'CosFormerAttention',
     'cosformer_attention', 'GlobalContextAttention', 'LinformerAttention',
-    'PerformerAttention', 'SoftmaxAttention', 'SpatialReductionAttention',
+    'PerformerAttention', 'performer_attention', 'SoftmaxAttention', 'SpatialReductionAttention',
     'VicinityNoLocalityAttention', 'relu_linear_attention'
 ]

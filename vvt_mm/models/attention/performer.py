@@ -21,15 +21,19 @@ def orthogonal_gaussian_features(num_features: int, dims: int,
     Gaussian matrix), each row rescaled to the norm of an independent
     Gaussian vector so its marginal is still ``N(0, I)``: the unbiased,
     lower-variance estimator of FAVOR+ (Performer paper, Sec. 2.4).
+    The QR factor is only uniformly (Haar) distributed once its columns are
+    multiplied by the signs of ``diag(R)``; without that, LAPACK's sign
+    convention tilts the first direction of every block towards a fixed axis
+    and the estimate of ``exp(q . k)`` stops converging as ``m`` grows.
     """
-    blocks = []
-    for start in range(0, num_features, dims):
-        gaussian = torch.randn(dims, dims, generator=generator, dtype=torch.float64)
-        q, _ = torch.linalg.qr(gaussian)
-        blocks.append(q.T[:min(dims, num_features - start)])
+    num_blocks = -(-num_features // dims)
+    gaussian = torch.randn(num_blocks, dims, dims, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(gaussian)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    directions = q.transpose(-2, -1).reshape(num_blocks * dims, dims)[:num_features]
     norms = torch.randn(num_features, dims, generator=generator,
                         dtype=torch.float64).norm(dim=1, keepdim=True)
-    return (torch.cat(blocks) * norms).float()
+    return (directions * norms).float()
 
 
 def favor_features(x: Tensor, projection: Tensor, is_query: bool) -> Tensor:
@@ -49,6 +53,26 @@ def favor_features(x: Tensor, projection: Tensor, is_query: bool) -> Tensor:
     return torch.exp(logits - shift.detach()) / math.sqrt(projection.shape[0])
 
 
+def performer_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
+                        eps: float = 1e-6) -> Tensor:
+    """FAVOR+ estimate of ``softmax(q k^T / sqrt(d)) v`` for ``(B, heads, N, d)`` inputs.
+
+    ``phi(q) (phi(k)^T v) / (phi(q) sum_j phi(k_j))`` with ``projection`` of
+    shape ``(m, d)``, in ``O(N m d)``; computed in float32 (float64 stays
+    float64) even under autocast, because ``exp`` of the logits overflows fp16.
+    """
+    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+    with torch.autocast(q.device.type, enabled=False):
+        scale = q.shape[-1] ** -0.25
+        projection = projection.to(work)
+        q_feat = favor_features(q.to(work) * scale, projection, is_query=True)
+        k_feat = favor_features(k.to(work) * scale, projection, is_query=False)
+        kv = k_feat.transpose(-2, -1) @ v.to(work)  # (B, h, m, d)
+        den = q_feat @ k_feat.sum(dim=2).unsqueeze(-1)  # (B, h, N, 1)
+        out = (q_feat @ kv) / den.clamp_min(eps)
+    return out.to(q.dtype)
+
+
 @ATTENTIONS.register_module(name=['performer', 'PerformerAttention'])
 class PerformerAttention(BaseModule):
     """Linear attention that estimates softmax attention with random features.
@@ -58,9 +82,7 @@ class PerformerAttention(BaseModule):
     ``phi(q) (phi(k)^T v) / (phi(q) sum_j phi(k_j))`` costs ``O(N m d)``.
     The projection is a buffer drawn once at construction (saved with the
     weights, so a loaded model evaluates exactly as it was trained); it is
-    shared by the heads and never redrawn in eval mode. The features are
-    computed in float32 even under autocast: ``exp`` of the logits overflows
-    fp16.
+    shared by the heads and never redrawn in eval mode.
 
     Args:
         embed_dims: channels of the tokens.
@@ -118,15 +140,4 @@ class PerformerAttention(BaseModule):
         """Mix ``(B, N, C)`` tokens; ``hw_shape`` is unused (no positions)."""
         self._maybe_redraw()
         q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(x).chunk(3, dim=-1))
-        out_dtype = q.dtype
-        work = torch.float64 if out_dtype == torch.float64 else torch.float32
-        with torch.autocast(x.device.type, enabled=False):
-            q, k, v = q.to(work), k.to(work), v.to(work)
-            projection = self.projection.to(work)
-            scale = self.head_dims ** -0.25
-            q_feat = favor_features(q * scale, projection, is_query=True)
-            k_feat = favor_features(k * scale, projection, is_query=False)
-            kv = k_feat.transpose(-2, -1) @ v  # (B, h, m, d)
-            den = q_feat @ k_feat.sum(dim=2).unsqueeze(-1)  # (B, h, N, 1)
-            out = (q_feat @ kv) / den.clamp_min(self.eps)
-        return self.proj(merge_heads(out.to(out_dtype)))
+        return self.proj(merge_heads(performer_attention(q, k, v, self.projection, self.eps)))
