@@ -269,3 +269,8 @@ def test_official_layout_forward_matches_an_independent_block_computation():
     block.attn.clamp = False  # the explicit formula has no clamps
     with torch.no_grad():
         torch.testing.assert_close(block(x, (h, w)), explicit_block(x))
+
+
+def test_unknown_attention_type_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown attention type 'flash'.*'vicinity'"):
+        VVT(arch=tiny_arch(), attn_cfg=dict(type='flash'))

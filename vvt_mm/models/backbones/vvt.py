@@ -14,7 +14,9 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
 from torch import Tensor
 
-from vvt_mm.registry import ATTENTIONS, MODELS
+from vvt_mm.registry import MODELS
+
+from ..attention.builder import build_attention
 from ..layers import ConvFFN, OverlapPatchEmbed
 from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
 
@@ -52,8 +54,7 @@ class VVTBlock(BaseModule):
         attn_cfg = copy.deepcopy(attn_cfg)
         if sr_ratio != 1:
             attn_cfg.setdefault('sr_ratio', sr_ratio)
-        self.attn = ATTENTIONS.build(
-            attn_cfg, default_args=dict(embed_dims=embed_dims, num_heads=num_heads))
+        self.attn = build_attention(attn_cfg, embed_dims=embed_dims, num_heads=num_heads)
         self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
         self.ffn = ConvFFN(embed_dims, int(embed_dims * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
