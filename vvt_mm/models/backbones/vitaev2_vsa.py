@@ -129,14 +129,14 @@ class ViTAEv2VSA(BaseModule):
         owner = type(self).__name__
         arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
         self.arch = arch
-        num_stages = len(arch['depths'])
-        for key in self.essential_keys - {'wide_pcm'}:
+        num_stages = len(self.downsample_ratios)
+        for key in sorted(self.essential_keys - {'wide_pcm'}):
             if len(arch[key]) != num_stages:
-                raise ValueError(f'{owner}: arch[{key!r}] needs {num_stages} entries, got '
-                                 f'{arch[key]}')
-        if num_stages != 4 or len(kernel_sizes) != 4 or len(dilations) != 4:
-            raise ValueError(f'{owner} has 4 stages; got depths {arch["depths"]}, '
-                             f'kernel_sizes {list(kernel_sizes)}, dilations {dilations}')
+                raise ValueError(f'{owner} has {num_stages} stages: arch[{key!r}] needs '
+                                 f'{num_stages} entries, got {arch[key]}')
+        if len(kernel_sizes) != num_stages or len(dilations) != num_stages:
+            raise ValueError(f'{owner} has {num_stages} stages; got kernel_sizes '
+                             f'{list(kernel_sizes)}, dilations {list(dilations)}')
         self.in_channels = in_channels
         self.out_indices = normalize_out_indices(out_indices, num_stages, owner)
         if not -1 <= frozen_stages <= num_stages:
