@@ -8,6 +8,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from vvt_mm.registry import ATTENTIONS
+
 from .vicinity_core import IMPLS, abs_clamp, vicinity_attention
 
 
@@ -87,6 +88,11 @@ class VicinityAttention(BaseModule):
         reduced_hw = (grid.shape[2], grid.shape[3])
         return self.norm(grid.flatten(2).transpose(1, 2)), reduced_hw
 
+    def attention_core(self, q: Tensor, k: Tensor, v: Tensor, q_hw: tuple[int, int],
+                       kv_hw: tuple[int, int]) -> Tensor:
+        """Mix ``(B, heads, N, d)`` heads; the one step variants override."""
+        return vicinity_attention(q, k, v, q_hw, kv_hw, clamp=self.clamp, impl=self.impl)
+
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         bsz, num_tokens, _ = x.shape
         heads, head_dims = self.num_heads, self.inner_dims // self.num_heads
@@ -96,8 +102,7 @@ class VicinityAttention(BaseModule):
         q = self.q_proj(x).view(bsz, num_tokens, heads, head_dims).transpose(1, 2)
         k = self.k_proj(kv_tokens).view(bsz, -1, heads, head_dims).transpose(1, 2)
         v = self.v_proj(kv_tokens).view(bsz, -1, heads, head_dims).transpose(1, 2)
-        out = vicinity_attention(q, k, v, tuple(hw_shape), kv_hw, clamp=self.clamp,
-                                 impl=self.impl)
+        out = self.attention_core(q, k, v, tuple(hw_shape), kv_hw)
         out = self.out_proj(out.transpose(1, 2).reshape(bsz, num_tokens, self.inner_dims))
         if self.clamp:
             out = abs_clamp(out)

@@ -52,24 +52,4 @@ class VicinityNoLocalityAttention(VicinityAttention):
     def attention_core(self, q: Tensor, k: Tensor, v: Tensor, q_hw: tuple[int, int],
                        kv_hw: tuple[int, int]) -> Tensor:
         """The similarity without positions; grids are only for the interface."""
-        return relu_linear_attention(q, k, v, clamp=self.clamp)
-
-    # VicinityAttention.forward calls the vicinity core directly; until it
-    # routes through an overridable ``attention_core`` hook, this copy of its
-    # data path does (same projections, gate and clamps).
-    def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
-        bsz, num_tokens, _ = x.shape
-        heads, head_dims = self.num_heads, self.inner_dims // self.num_heads
-        gate = self.fpc_gate(x.mean(dim=1)).unsqueeze(1)
-        kv_tokens, kv_hw = self._reduced_tokens(x, hw_shape)
-        q = self.q_proj(x).view(bsz, num_tokens, heads, head_dims).transpose(1, 2)
-        k = self.k_proj(kv_tokens).view(bsz, -1, heads, head_dims).transpose(1, 2)
-        v = self.v_proj(kv_tokens).view(bsz, -1, heads, head_dims).transpose(1, 2)
-        out = self.attention_core(q, k, v, tuple(hw_shape), kv_hw).to(x.dtype)
-        out = self.out_proj(out.transpose(1, 2).reshape(bsz, num_tokens, self.inner_dims))
-        if self.clamp:
-            out = abs_clamp(out)
-        out = out + out * gate
-        if self.clamp:
-            out = abs_clamp(out)
-        return out
+        return relu_linear_attention(q, k, v, clamp=self.clamp).to(q.dtype)
