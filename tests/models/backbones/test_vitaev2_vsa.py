@@ -193,3 +193,23 @@ def test_bad_input_fails_early_with_the_fix():
         model(torch.randn(1, 4, 32, 32))
     with pytest.raises(ValueError, match='NCHW'):
         model(torch.randn(3, 32, 32))
+
+
+@pytest.mark.parametrize('config,scope', [('configs/vitaev2_vsa_s_in1k.py', 'mmpretrain'),
+                                          ('configs/fpn_vitaev2_vsa_s_ade20k.py', 'mmseg')])
+def test_entry_configs_build_the_backbone_their_heads_expect(config, scope):
+    from pathlib import Path
+
+    from mmengine.config import Config
+    registry = pytest.importorskip(f'{scope}.registry').MODELS
+    cfg = Config.fromfile(str(Path(__file__).parents[3] / config))
+    assert cfg.custom_imports['imports'] == ['vvt_mm']
+    backbone_cfg = dict(cfg.model.backbone)
+    backbone_cfg.pop('init_cfg', None)
+    backbone_cfg.pop('pcm_norm_cfg', None)  # SyncBN needs a process group
+    backbone = registry.build(backbone_cfg)
+    dims = [backbone.embed_dims[i] for i in backbone.out_indices]
+    if scope == 'mmseg':
+        assert cfg.model.neck.in_channels == dims
+    else:
+        assert [cfg.model.head.in_channels] == dims
