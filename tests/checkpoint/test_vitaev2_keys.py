@@ -168,3 +168,18 @@ def test_load_pretrained_reports_full_match_for_official_files(tmp_path, wrapper
     stored = stored[wrapper] if wrapper else stored
     torch.testing.assert_close(model.stages[3].blocks[1].cpe.bias,
                                stored[f'{prefix or ""}layers.3.NC.1.pos.bias'])
+
+
+@pytest.mark.parametrize('use_ema', [True, False])
+def test_official_training_checkpoints_load_their_ema_copy_unless_told_not_to(tmp_path,
+                                                                              use_ema):
+    plain, ema = official_state_dict(num_classes=1000), official_state_dict(num_classes=1000)
+    ema['layers.0.NC.0.norm1.weight'] = torch.full((64, ), 3.)
+    path = tmp_path / 'timm_trainer.pth'
+    torch.save({'epoch': 299, 'state_dict': plain, 'state_dict_ema': ema}, path)
+    model = ViTAEv2VSA(arch='s', init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                               use_ema=use_ema))
+    model.init_weights()
+    expected = ema if use_ema else plain
+    torch.testing.assert_close(model.stages[0].blocks[0].norm1.weight,
+                               expected['layers.0.NC.0.norm1.weight'])

@@ -1,11 +1,12 @@
 """ViTAEv2 with Varied-Size Window Attention (ViTAEv2-VSA), arXiv 2204.08446."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import constant_init, trunc_normal_, trunc_normal_init
 from torch import Tensor
@@ -83,7 +84,8 @@ class ViTAEv2VSA(BaseModule):
         frozen_stages: freeze the first ``n`` stages (``-1``: none).
         pretrained: deprecated, use ``init_cfg``.
         init_cfg: ``dict(type='Pretrained', checkpoint=...)`` accepts our layout
-            or the official one (converted on load).
+            or the official one (converted on load); from official files the
+            EMA weights are taken (``use_ema=False`` in the dict to opt out).
     """
 
     _common = dict(nc_groups=[1, 32, 64, 128], rc_groups=[1, 16, 32, 64])
@@ -179,10 +181,7 @@ class ViTAEv2VSA(BaseModule):
     def init_weights(self) -> None:
         """Official init (trunc-normal linears, unit norms) or a checkpoint."""
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from vvt_mm.checkpoint import load_pretrained
-            load_pretrained(self, self.init_cfg['checkpoint'],
-                            prefix=self.init_cfg.get('prefix'),
-                            map_location=self.init_cfg.get('map_location', 'cpu'))
+            self._load_pretrained(self.init_cfg)
             self._is_init = True
             return
         if self.init_cfg is not None:
@@ -198,6 +197,27 @@ class ViTAEv2VSA(BaseModule):
                 m.reset_sampling_parameters()
                 trunc_normal_(m.relative_position_bias_table, std=.02)
         self._is_init = True
+
+    def _load_pretrained(self, init_cfg: dict) -> None:
+        """Load ``init_cfg['checkpoint']``, preferring its EMA weights.
+
+        Official ImageNet checkpoints (timm trainer) hold ``state_dict`` and
+        ``state_dict_ema``; the published accuracy and the official downstream
+        loader use the EMA copy, so do we unless ``use_ema=False``.
+        """
+        from vvt_mm.checkpoint import load_pretrained, read_checkpoint
+        checkpoint = init_cfg['checkpoint']
+        map_location = init_cfg.get('map_location', 'cpu')
+        if isinstance(checkpoint, str):
+            source = checkpoint
+            checkpoint = read_checkpoint(checkpoint, map_location)
+            ema = checkpoint.get('state_dict_ema') if isinstance(checkpoint, Mapping) else None
+            if init_cfg.get('use_ema', True) and isinstance(ema, Mapping):
+                print_log(f'{source}: loading its EMA weights (state_dict_ema)',
+                          logger='current')
+                checkpoint = ema
+        load_pretrained(self, checkpoint, prefix=init_cfg.get('prefix'),
+                        map_location=map_location)
 
     def _freeze_stages(self) -> None:
         for stage in self.stages[:max(self.frozen_stages, 0)]:
