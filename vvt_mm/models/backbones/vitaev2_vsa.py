@@ -17,6 +17,9 @@ from ..layers.varied_size_window_attention import VariedSizeWindowAttention
 from ..layers.vitaev2_cells import NormalCell, ReductionCell
 from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
 
+# PCM conv groups, shared by every official variant.
+_GROUPS = dict(nc_groups=[1, 32, 64, 128], rc_groups=[1, 16, 32, 64])
+
 
 class ViTAEv2VSAStage(BaseModule):
     """One reduction cell, then ``depth`` normal cells; NCHW in and out."""
@@ -88,20 +91,19 @@ class ViTAEv2VSA(BaseModule):
             EMA weights are taken (``use_ema=False`` in the dict to opt out).
     """
 
-    _common = dict(nc_groups=[1, 32, 64, 128], rc_groups=[1, 16, 32, 64])
     arch_zoo = {
         **dict.fromkeys(['s', 'small'], dict(
             embed_dims=[64, 64, 128, 256], token_dims=[64, 128, 256, 512],
             depths=[2, 2, 8, 2], nc_heads=[2, 4, 8, 16], rc_heads=[2, 2, 4, 8],
-            wide_pcm=False, **_common)),
+            wide_pcm=False, **_GROUPS)),
         '48m': dict(
             embed_dims=[96, 96, 192, 384], token_dims=[96, 192, 384, 768],
             depths=[2, 2, 11, 2], nc_heads=[3, 6, 12, 24], rc_heads=[3, 6, 12, 24],
-            wide_pcm=True, **_common),
+            wide_pcm=True, **_GROUPS),
         **dict.fromkeys(['b', 'base'], dict(
             embed_dims=[128, 128, 256, 512], token_dims=[128, 256, 512, 1024],
             depths=[2, 2, 12, 2], nc_heads=[4, 8, 16, 32], rc_heads=[4, 8, 16, 32],
-            wide_pcm=True, **_common)),
+            wide_pcm=True, **_GROUPS)),
     }
     essential_keys = {'embed_dims', 'token_dims', 'depths', 'nc_heads', 'rc_heads',
                       'nc_groups', 'rc_groups', 'wide_pcm'}

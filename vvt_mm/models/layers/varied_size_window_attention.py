@@ -45,9 +45,9 @@ def vsa_sampling_grid(offsets: Tensor, scales: Tensor, window_size: int,
 
     Args:
         offsets: ``(N, 2, nh, nw)`` predicted offsets per window, channel 0 along
-            x (width), 1 along y. An offset of 1 moves the window by half the
-            image (``2 / num_windows`` in normalised units, divided here by the
-            window count of that axis as in the official code).
+            x (width), 1 along y. They are divided here by the window count of
+            their axis (as officially), so an offset of 1 moves a window by
+            ``(size - 1) / (2 * count)`` pixels: about half a window.
         scales: ``(N, 2, nh, nw)`` predicted scales per window; the window's
             extent is multiplied by ``1 + scale`` (0 keeps the window).
         window_size: ``ws``.
