@@ -1,9 +1,19 @@
 """Checkpoint reading, layout conversion and honest pretrained loading."""
-from .loading import LoadReport, extract_state_dict, load_pretrained, read_checkpoint
+from .loading import (
+    CheckpointError,
+    CorruptCheckpointError,
+    LoadReport,
+    UnsafeCheckpointError,
+    checkpoint_problem,
+    extract_state_dict,
+    load_pretrained,
+    read_checkpoint,
+)
 from .vitaev2_keys import convert_vitaev2_vsa, is_official_vitaev2_vsa
 from .vvt_keys import convert_vvt, is_official_vvt
 
 __all__ = [
+    'CheckpointError', 'CorruptCheckpointError', 'UnsafeCheckpointError', 'checkpoint_problem',
     'LoadReport', 'extract_state_dict', 'load_pretrained', 'read_checkpoint', 'convert_vvt',
     'is_official_vvt', 'convert_vitaev2_vsa', 'is_official_vitaev2_vsa'
 ]

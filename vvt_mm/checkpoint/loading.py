@@ -7,11 +7,15 @@
 * Loading reports what matched, what was missing, unexpected or of another
   shape, and raises when (almost) nothing matched -- the classic silent failure
   of a wrong prefix or a wrong model.
+* Damaged files fail loudly: torch does not check its archive's CRCs, so a
+  flipped byte would otherwise load as a wrong weight; truncated files, HTML
+  error pages saved as ``.pth`` and NaN-filled weights get their own message.
 """
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -24,29 +28,102 @@ from mmengine.logging import print_log
 UNSAFE_ENV = 'VVT_MM_ALLOW_UNSAFE_CHECKPOINT'
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot (or should not) be loaded."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """Truncated, damaged, or not a PyTorch checkpoint at all."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """Holds objects that ``weights_only=True`` refuses to unpickle."""
+
+
+def checkpoint_problem(path: str) -> str | None:
+    """Why ``path`` is not a complete PyTorch checkpoint, or ``None`` if it is.
+
+    torch does not check the CRCs of its zip archive: a flipped byte in a
+    tensor loads silently as a wrong weight. We read the archive once with
+    ``zipfile`` (CRC of every member; a file cut short has no central
+    directory). Legacy (pre-1.6, non-zip) files can only be checked for the
+    pickle header.
+    """
+    if not os.path.isfile(path):
+        return 'no such file'
+    if os.path.getsize(path) == 0:
+        return 'the file is empty'
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+            return f'damaged zip archive: {err}'
+        return f'CRC mismatch in {bad!r}, the file was altered or damaged' if bad else None
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    if head[:2] == b'PK':
+        return 'truncated: the zip archive has no central directory (interrupted write?)'
+    if head[:1] != b'\x80':
+        return f'not a PyTorch checkpoint (it starts with {head!r})'
+    return None
+
+
+def _unsupported_global(err: Exception) -> str | None:
+    match = re.search(r'GLOBAL ([\w.]+)', str(err))
+    return match.group(1) if match else None
+
+
 def read_checkpoint(path: str, map_location: str | torch.device = 'cpu',
-                    allow_unsafe: bool | None = None) -> dict:
-    """Load a checkpoint file (or http(s) URL) without executing pickled code."""
+                    allow_unsafe: bool | None = None, verify: bool = True) -> dict:
+    """Load a checkpoint file (or http(s) URL) without executing pickled code.
+
+    Args:
+        path: local file or http(s) URL.
+        map_location: as in ``torch.load``.
+        allow_unsafe: unpickle arbitrary objects (only for files you trust);
+            defaults to ``VVT_MM_ALLOW_UNSAFE_CHECKPOINT=1`` in the environment.
+        verify: check the archive's CRCs first (:func:`checkpoint_problem`),
+            so a damaged file fails instead of loading wrong weights.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CorruptCheckpointError: truncated, damaged or not a checkpoint.
+        UnsafeCheckpointError: needs unpickling beyond tensors (names the
+            object and the opt-in).
+    """
     if allow_unsafe is None:
         allow_unsafe = os.environ.get(UNSAFE_ENV, '') == '1'
     if path.startswith(('http://', 'https://')):
         return torch.hub.load_state_dict_from_url(path, map_location=map_location,
                                                   weights_only=not allow_unsafe)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'checkpoint {path!r} is a folder; point to the .pth file '
+                                'inside it')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint {path!r} does not exist; check the path in '
                                 "init_cfg=dict(type='Pretrained', checkpoint=...)")
+    problem = checkpoint_problem(path) if verify else None
+    if problem:
+        raise CorruptCheckpointError(
+            f'checkpoint {path!r} is corrupted or truncated ({problem}); re-download or '
+            're-save it')
     try:
         return torch.load(path, map_location=map_location, weights_only=not allow_unsafe)
     except pickle.UnpicklingError as err:
         if allow_unsafe:
-            raise
-        raise RuntimeError(
-            f'checkpoint {path!r} holds objects beyond tensors and plain containers, '
-            f'so it was not loaded (weights_only=True): {str(err).splitlines()[0]}. '
-            f'If you trust the file, set {UNSAFE_ENV}=1 or pass allow_unsafe=True; '
-            'better, re-save just its state_dict.') from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        raise RuntimeError(
+            raise CorruptCheckpointError(
+                f'checkpoint {path!r} could not be unpickled ({err}); re-download or '
+                're-save it') from err
+        name = _unsupported_global(err)
+        what = f'an object of {name}' if name else 'objects beyond tensors and containers'
+        raise UnsafeCheckpointError(
+            f'checkpoint {path!r} holds {what}, so it was not loaded (weights_only=True '
+            f'keeps a downloaded file from running code). If you trust the file, set '
+            f'{UNSAFE_ENV}=1 or pass allow_unsafe=True; better, re-save just its '
+            'state_dict.') from err
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        raise CorruptCheckpointError(
             f'checkpoint {path!r} is corrupted or truncated ({type(err).__name__}: '
             f'{str(err).splitlines()[0] if str(err) else "no detail"}); re-download or '
             're-save it') from err
@@ -71,6 +148,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     shape_mismatch: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    nonfinite: list[str] = field(default_factory=list)
 
     @property
     def match_ratio(self) -> float:
@@ -89,6 +167,8 @@ class LoadReport:
         if self.unexpected:
             lines.append(f'unused from checkpoint ({len(self.unexpected)}): '
                          f'{head(self.unexpected)}')
+        if self.nonfinite:
+            lines.append(f'NaN/inf values ({len(self.nonfinite)}): {head(self.nonfinite)}')
         if self.shape_mismatch:
             lines.append(f'shape mismatch, skipped ({len(self.shape_mismatch)}): '
                          + head(f'{k} {tuple(a)} vs model {tuple(b)}'
@@ -109,6 +189,8 @@ def load_state_dict_with_report(module: nn.Module, state_dict: Mapping) -> LoadR
         else:
             loadable[key] = value
             report.matched.append(key)
+            if torch.is_floating_point(value) and not torch.isfinite(value).all():
+                report.nonfinite.append(key)
     report.missing = [key for key in own if key not in state_dict]
     module.load_state_dict(loadable, strict=False)
     return report
@@ -155,6 +237,12 @@ def load_pretrained(module: nn.Module,
             state_dict = converted
     report = load_state_dict_with_report(module, state_dict)
     print_log(f'{type(module).__name__} <- {source}: {report.summary()}', logger='current')
+    if report.nonfinite:
+        # A checkpoint saved after a diverged step: every output would be NaN.
+        raise RuntimeError(
+            f'{source} has NaN/inf values in {len(report.nonfinite)} tensors (e.g. '
+            f'{report.nonfinite[:3]}); it was saved after training diverged. Use an '
+            'earlier checkpoint.')
     if report.match_ratio < min_match_ratio:
         raise RuntimeError(
             f'{source} matched only {len(report.matched)} of '
