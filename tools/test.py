@@ -18,6 +18,11 @@ from mmengine.dist import get_rank
 from mmengine.runner import Runner
 
 import vvt_mm  # noqa: F401
+from vvt_mm.engine import (  # reliability (issue 6)
+    DatasetLayoutError,
+    check_dataset_layout,
+    enable_safe_resume,
+)
 from vvt_mm.runtime import apply_eval_metrics, prepare_launch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
@@ -77,6 +82,14 @@ def main(argv: list[str] | None = None) -> None:
         if vis is not None:
             vis.update(draw=True, show=False)
             cfg.visualizer.save_dir = args.show_dir
+
+    # Reliability (issue 6): clear error on a wrong dataset folder; load mmengine
+    # checkpoints under weights_only=True (torch >= 2.6).
+    try:
+        check_dataset_layout(cfg, ('test_dataloader',))
+    except DatasetLayoutError as err:
+        sys.exit(f'error: {err}')
+    enable_safe_resume()
 
     prepare_launch(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)

@@ -18,6 +18,12 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import vvt_mm  # noqa: F401  (registers the backbones even without custom_imports)
+from vvt_mm.engine import (  # reliability (issue 6)
+    DatasetLayoutError,
+    check_dataset_layout,
+    enable_atomic_checkpoints,
+    enable_safe_resume,
+)
 from vvt_mm.runtime import prepare_launch
 
 
@@ -66,6 +72,16 @@ def main(argv: list[str] | None = None) -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+
+    # Reliability (issue 6): fail now, with the expected layout, on a wrong dataset
+    # folder; resume mmengine checkpoints under weights_only=True (torch >= 2.6);
+    # write checkpoints atomically so a kill while saving leaves no truncated file.
+    try:
+        check_dataset_layout(cfg, ('train_dataloader', 'val_dataloader'))
+    except DatasetLayoutError as err:
+        sys.exit(f'error: {err}')
+    enable_safe_resume()
+    enable_atomic_checkpoints()
 
     prepare_launch(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
