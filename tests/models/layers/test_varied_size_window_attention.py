@@ -171,3 +171,14 @@ def test_relative_position_index_is_rebuilt_not_saved():
     attn = VariedSizeWindowAttention(8, 2, window_size=3)
     assert 'relative_position_index' not in attn.state_dict()
     assert attn.relative_position_bias_table.shape == (25, 2)
+
+
+def test_half_precision_input_samples_on_a_float32_grid():
+    offsets = torch.zeros(2, 2, 1, 48, dtype=torch.bfloat16)
+    grid = vsa_sampling_grid(offsets, offsets, 7, (7, 336))
+    assert grid.dtype == torch.float32
+    # Pixel 300 of 336: a bfloat16 grid would put it about 0.3 px off.
+    torch.testing.assert_close(grid[0, 0, 300, 0], torch.tensor(2 * 300 / 335 - 1))
+    attn = VariedSizeWindowAttention(8, 2, window_size=7).to(torch.bfloat16)
+    out = attn(torch.randn(1, 8, 9, 11, dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()

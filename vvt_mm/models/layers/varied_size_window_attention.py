@@ -54,13 +54,17 @@ def vsa_sampling_grid(offsets: Tensor, scales: Tensor, window_size: int,
         padded_hw: the padded map size ``(nh * ws, nw * ws)``.
 
     Returns:
-        ``(N, nh*ws, nw*ws, 2)`` normalised ``(x, y)`` coordinates for
+        ``(N, nh*ws, nw*ws, 2)`` normalised ``(x, y)`` coordinates (float32 or
+        wider) for
         ``grid_sample(..., align_corners=True)``: ``-1``/``1`` are the centres
         of the first/last pixel of the padded map.
     """
     hp, wp = padded_hw
     nh, nw = hp // window_size, wp // window_size
-    device, dtype = offsets.device, offsets.dtype
+    # At least float32: in half precision the grid of a 300-pixel map would be
+    # off by a sizeable fraction of a pixel (official grids are float32 too).
+    device, dtype = offsets.device, torch.promote_types(offsets.dtype, torch.float32)
+    offsets, scales = offsets.to(dtype), scales.to(dtype)
     # Pixel centres of the padded map and each pixel's position relative to its
     # window centre, both in normalised units.
     ref_x = torch.linspace(-1, 1, wp, device=device, dtype=dtype)
@@ -190,10 +194,8 @@ class VariedSizeWindowAttention(BaseModule):
 
         qkv = F.pad(self.qkv(x), pads).reshape(b, 3, heads * head_dims, hp, wp)
         q, k, v = (t.reshape(b * heads, head_dims, hp, wp) for t in qkv.unbind(1))
-        k = F.grid_sample(k, grid.to(k.dtype), mode='bilinear', padding_mode='zeros',
-                          align_corners=True)
-        v = F.grid_sample(v, grid.to(v.dtype), mode='bilinear', padding_mode='zeros',
-                          align_corners=True)
+        k, v = (F.grid_sample(t.to(grid.dtype), grid, mode='bilinear', padding_mode='zeros',
+                              align_corners=True).to(q.dtype) for t in (k, v))
         q, k, v = (_to_windows(t, b, heads, ws) for t in (q, k, v))
 
         logits = (q @ k.transpose(-2, -1)) * self.scale
