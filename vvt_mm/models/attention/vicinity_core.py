@@ -34,6 +34,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 ABS_CLAMP_MIN = 1e-4
 ABS_CLAMP_MAX = 1e4
@@ -144,62 +145,226 @@ def vicinity_attention_torch(q: Tensor, k: Tensor, v: Tensor,
                              eps: float = NORMALISER_EPS) -> Tensor:
     """Separable exact form (``4 N d^2`` MACs, no ``N x 4d`` tensors).
 
-    Same arguments and result as :func:`vicinity_attention_reference`.
+    Same arguments and result as :func:`vicinity_attention_reference`. Its
+    backward saves only ``q``, ``k``, ``v`` and the ``4 x d x (d+1)`` state and
+    recomputes the rest, walking the grid in blocks of rows so temporaries
+    stay cache-sized (see :class:`_SeparableVicinity`).
     """
     kv_hw = q_hw if kv_hw is None else kv_hw
     _check_shapes(q, k, v, q_hw, kv_hw)
     out_dtype = q.dtype
-    # fp16/bf16 are lifted to fp32; fp32 and fp64 stay as they are.
+    # fp16/bf16 are lifted to fp32 (the states sum over every token and would
+    # overflow fp16); fp32 and fp64 stay as they are.
     work = q.dtype if q.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.autocast(q.device.type, enabled=False):
-        out = _separable_core(q.to(work), k.to(work), v.to(work), q_hw, kv_hw, clamp, eps)
-    return out.to(out_dtype)
+        bsz, heads, _, dim = q.shape
+        maps = [t.to(work).reshape(bsz * heads, *hw, dim)
+                for t, hw in ((q, q_hw), (k, kv_hw), (v, kv_hw))]
+        out = _SeparableVicinity.apply(*maps, bool(clamp), float(eps))
+    return out.view(bsz, heads, -1, dim).to(out_dtype)
 
 
-def _separable_core(q: Tensor, k: Tensor, v: Tensor, q_hw: tuple[int, int],
-                    kv_hw: tuple[int, int], clamp: bool, eps: float) -> Tensor:
-    bsz, heads, _, dim = q.shape
-    h, w = q_hw
-    hk, wk = kv_hw
-    k = F.relu(k).view(bsz, heads, hk, wk, dim)
+# Tokens handled at once by the separable path: about 1 MiB of fp32 per
+# temporary, so the element-wise passes (ReLU, the clamps and their masks) run
+# out of L2 cache and no N-sized temporary is ever alive.
+BLOCK_ELEMENTS = 1 << 18
+# Keep the ``N x (d+1)`` products (numerator and normaliser) for backward
+# instead of recomputing them: one ``2 N d^2`` product less for ~1.3x the
+# memory of ``q``.
+SAVE_PRODUCTS = True
+
+
+def _blocks(groups: int, rows: int, row_elements: int):
+    """``(group slice, row slice)`` pairs tiling a ``(groups, rows)`` grid.
+
+    A block is either several whole ``(batch, head)`` maps or some rows of one
+    map; with a single map per block every batched matmul below runs on views
+    (no copies), and small maps are grouped to keep Python overhead low.
+    """
+    slab = rows * row_elements
+    if slab <= BLOCK_ELEMENTS:
+        step = max(1, BLOCK_ELEMENTS // max(slab, 1))
+        for g in range(0, groups, step):
+            yield slice(g, min(g + step, groups)), slice(0, rows)
+        return
+    step = max(1, BLOCK_ELEMENTS // max(row_elements, 1))
+    for g in range(groups):
+        for r in range(0, rows, step):
+            yield slice(g, g + 1), slice(r, min(r + step, rows))
+
+
+def _trig(size: int, like: Tensor) -> Tensor:
+    """``(size, 2)``: cosine and sine of the grid angles, in ``like``'s dtype."""
+    angles = vicinity_angles(size, like.device, like.dtype)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1).to(like.dtype)
+
+
+def _with_ones(x: Tensor) -> Tensor:
     # The ones column turns every k v^T product into [k v^T | k], so the
     # normaliser's sum_j S(i, j) comes out of the same matmuls as the output.
-    v1 = torch.cat([v, v.new_ones(v.shape[:-1] + (1, ))], dim=-1)
-    v1 = v1.view(bsz, heads, hk, wk, dim + 1)
+    return torch.cat([x, x.new_ones(x.shape[:-1] + (1, ))], dim=-1)
 
-    row_kv = k.transpose(-2, -1) @ v1  # R_u: (B, h, Hk, d, d+1)
-    col_kv = k.permute(0, 1, 3, 4, 2) @ v1.transpose(2, 3)  # C_r: (B, h, Wk, d, d+1)
-    a_k = vicinity_angles(hk, q.device, q.dtype)
-    b_k = vicinity_angles(wk, q.device, q.dtype)
-    # The four blocks of the official K'^T V state, stacked: (B, h, 4, d, d+1).
-    state = torch.stack([
-        torch.einsum('u,bhude->bhde', a_k.cos(), row_kv),
-        torch.einsum('u,bhude->bhde', a_k.sin(), row_kv),
-        torch.einsum('r,bhrde->bhde', b_k.cos(), col_kv),
-        torch.einsum('r,bhrde->bhde', b_k.sin(), col_kv),
-    ], dim=2)
-    if clamp:
-        # The official code clamps K'^T V but not sum_j K'_j (our last column).
-        state = torch.cat([abs_clamp(state[..., :dim]), state[..., dim:]], dim=-1)
 
-    a_q = vicinity_angles(h, q.device, q.dtype)
-    b_q = vicinity_angles(w, q.device, q.dtype)
-    row_trig = torch.stack([a_q.cos(), a_q.sin()], dim=-1)  # (H, 2)
-    col_trig = torch.stack([b_q.cos(), b_q.sin()], dim=-1)  # (W, 2)
-    row_mats = torch.einsum('ut,bhtde->bhude', row_trig, state[:, :, :2])  # M_u
-    col_mats = torch.einsum('rt,bhtde->bhrde', col_trig, state[:, :, 2:])  # P_r
+def _grid_matmul(x: Tensor, row_mats: Tensor, col_mats: Tensor) -> Tensor:
+    """``x[g, u, r] @ (row_mats[g, u] + col_mats[g, r])`` for a block of rows.
 
-    q = F.relu(q).view(bsz, heads, h, w, dim)
-    out = q @ row_mats + (q.transpose(2, 3) @ col_mats).transpose(2, 3)
-    num, den = out[..., :dim], out[..., dim]
-    z = 1.0 / (den + eps)
-    if clamp:
-        num = abs_clamp(num)
-        z = abs_clamp(z)
-        out = abs_clamp(num * z.unsqueeze(-1))
-    else:
-        out = num * z.unsqueeze(-1)
-    return out.reshape(bsz, heads, h * w, dim)
+    ``x``: ``(G, U, W, a)``; ``row_mats``: ``(G, U, a, e)``; ``col_mats``:
+    ``(G, W, a, e)``. Two batched matmuls, never the per-token matrices.
+    """
+    out = x @ row_mats
+    out += (x.transpose(1, 2) @ col_mats).transpose(1, 2)
+    return out
+
+
+def _grid_outer(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row and per-column sums of ``x_j^T y_j`` over a block of rows."""
+    per_row = x.transpose(-2, -1) @ y  # (G, U, a, e)
+    per_col = x.permute(0, 2, 3, 1) @ y.transpose(1, 2)  # (G, W, a, e)
+    return per_row, per_col
+
+
+def _weigh(trig: Tensor, mats: Tensor) -> Tensor:
+    """``trig[u, 0] * mats[g, 0] + trig[u, 1] * mats[g, 1]``: ``(G, U, d, e)``."""
+    # Broadcasting, not einsum: a K=2 matmul is a slow GEMM shape.
+    return (trig[:, 0, None, None] * mats[:, None, 0]).add_(trig[:, 1, None, None] *
+                                                           mats[:, None, 1])
+
+
+def _kv_state(k: Tensor, v: Tensor) -> Tensor:
+    """The official ``K'^T [V | 1]`` as four stacked ``d x (d+1)`` blocks.
+
+    ``k``, ``v``: ``(BH, Hk, Wk, d)``. Block order (cos a, sin a, cos b,
+    sin b) follows ``Q'``; built from per-row sums ``R_u`` and per-column sums
+    ``C_r`` of ``k v^T`` (``2 N d^2`` instead of ``4 N d^2``).
+    """
+    groups, rows, cols, dim = k.shape
+    state = k.new_zeros(groups, 4, dim, dim + 1)
+    col_kv = k.new_zeros(groups, cols, dim, dim + 1)
+    row_trig = _trig(rows, k)
+    for gs, rs in _blocks(groups, rows, cols * (dim + 1)):
+        row_kv, blk_col_kv = _grid_outer(F.relu(k[gs, rs]), _with_ones(v[gs, rs]))
+        state[gs, :2] += torch.einsum('ut,gude->gtde', row_trig[rs], row_kv)
+        col_kv[gs] += blk_col_kv
+    state[:, 2:] = torch.einsum('rt,grde->gtde', _trig(cols, k), col_kv)
+    return state
+
+
+class _SeparableVicinity(torch.autograd.Function):
+    """Separable vicinity attention saving only ``q, k, v`` and the state.
+
+    Inputs are ``(BH, H, W, d)`` maps. Autograd through plain separable code
+    would keep every ReLU output, product and clamp input (several
+    ``N x d`` tensors). Here backward recomputes them block by block from
+    ``q`` and the small clamped state (plus its clamp mask): one extra
+    ``2 N d^2`` product buys a peak memory of inputs + outputs + gradients.
+
+    Clamps: the normaliser ``z = 1 / (den + eps)`` is positive (``den`` sums
+    products of non-negative features), so ``abs_clamp(abs_clamp(num) * z)``
+    is ``sign(num) * clamp(clamp(|num|) * z)`` -- the official value, bit for
+    bit, in fewer passes.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, clamp: bool, eps: float) -> Tensor:
+        groups, rows, cols, dim = q.shape
+        state = _kv_state(k, v)
+        state_mask = None
+        if clamp:
+            # The official code clamps K'^T V but not sum_j K'_j (the last column).
+            kv_part = state[..., :dim]
+            clamped = kv_part.abs().clamp_(ABS_CLAMP_MIN, ABS_CLAMP_MAX)
+            state_mask = clamped == kv_part.abs()
+            state[..., :dim] = clamped.mul_(kv_part.sign())
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+        saved = q.new_empty(groups, rows, cols, dim + 1) if SAVE_PRODUCTS else None
+        row_trig = _trig(rows, q)
+        col_mats = _weigh(_trig(cols, q), state[:, 2:])  # P_r
+        for gs, rs in _blocks(groups, rows, cols * (dim + 1)):
+            row_mats = _weigh(row_trig[rs], state[gs, :2])  # M_u
+            prod = _grid_matmul(F.relu(q[gs, rs]), row_mats, col_mats[gs])
+            num, z = prod[..., :dim], prod[..., dim:].add_(eps).reciprocal_()
+            if saved is not None:
+                saved[gs, rs] = prod
+            if clamp:
+                z.clamp_(ABS_CLAMP_MIN, ABS_CLAMP_MAX)
+                mag = num.abs().clamp_(ABS_CLAMP_MIN, ABS_CLAMP_MAX).mul_(z)
+                torch.mul(mag.clamp_(ABS_CLAMP_MIN, ABS_CLAMP_MAX), num.sign(),
+                          out=out[gs, rs])
+            else:
+                torch.mul(num, z, out=out[gs, rs])
+        ctx.save_for_backward(q, k, v, state, state_mask, saved)
+        ctx.clamp, ctx.eps = clamp, eps
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, state, state_mask, saved = ctx.saved_tensors
+        clamp, eps = ctx.clamp, ctx.eps
+        groups, rows, cols, dim = q.shape
+        lo, hi = ABS_CLAMP_MIN, ABS_CLAMP_MAX
+
+        # Query side: gradients of q and of the state (through M_u and P_r).
+        grad_q = torch.empty_like(q, memory_format=torch.contiguous_format)
+        grad_state = torch.zeros_like(state)
+        grad_col_mats = q.new_zeros(groups, cols, dim, dim + 1)
+        row_trig, col_trig = _trig(rows, q), _trig(cols, q)
+        col_mats = _weigh(col_trig, state[:, 2:])
+        for gs, rs in _blocks(groups, rows, cols * (dim + 1)):
+            q_raw = q[gs, rs]
+            q_blk = F.relu(q_raw)
+            row_mats = _weigh(row_trig[rs], state[gs, :2])
+            if saved is None:
+                prod = _grid_matmul(q_blk, row_mats, col_mats[gs])
+                prod[..., dim:].add_(eps).reciprocal_()
+            else:
+                prod = saved[gs, rs]
+            num, z_raw = prod[..., :dim], prod[..., dim:].clone()
+            grad = grad_out[gs, rs]
+            grad_prod = torch.empty_like(prod)
+            if clamp:
+                z = z_raw.clamp(lo, hi)
+                mag = num.abs()
+                mag_c = mag.clamp(lo, hi)
+                keep_num = mag_c == mag
+                out_mag = mag_c * z
+                grad = grad * (out_mag.clamp(lo, hi) == out_mag)
+                grad_z = torch.linalg.vecdot(grad, mag_c.mul_(num.sign())).unsqueeze(-1)
+                grad_z.mul_(z == z_raw)
+                torch.mul(grad, z, out=grad_prod[..., :dim])
+                grad_prod[..., :dim].mul_(keep_num)
+            else:
+                grad_z = torch.linalg.vecdot(grad, num).unsqueeze(-1)
+                torch.mul(grad, z_raw, out=grad_prod[..., :dim])
+            # d(1 / (den + eps)) / d den = -z_raw^2
+            torch.mul(grad_z.mul_(z_raw), z_raw.neg_(), out=grad_prod[..., dim:])
+            grad_q_blk = _grid_matmul(grad_prod, row_mats.transpose(-2, -1),
+                                      col_mats[gs].transpose(-2, -1))
+            torch.ops.aten.threshold_backward.grad_input(
+                grad_q_blk, q_raw, 0.0, grad_input=grad_q[gs, rs])
+            grad_rows, grad_cols = _grid_outer(q_blk, grad_prod)
+            grad_state[gs, :2] += torch.einsum('ut,gude->gtde', row_trig[rs], grad_rows)
+            grad_col_mats[gs] += grad_cols
+        grad_state[:, 2:] = torch.einsum('rt,grde->gtde', col_trig, grad_col_mats)
+        if clamp:
+            grad_state[..., :dim] *= state_mask
+
+        # Key side: R_u = K_u^T [V_u | 1] and C_r likewise, weighted by the kv angles.
+        _, k_rows, k_cols, _ = k.shape
+        grad_k = torch.empty_like(k, memory_format=torch.contiguous_format)
+        grad_v = torch.empty_like(v, memory_format=torch.contiguous_format)
+        row_trig = _trig(k_rows, k)
+        grad_col_kv = _weigh(_trig(k_cols, k), grad_state[:, 2:])
+        for gs, rs in _blocks(groups, k_rows, k_cols * (dim + 1)):
+            k_raw = k[gs, rs]
+            grad_row_kv = _weigh(row_trig[rs], grad_state[gs, :2])
+            grad_k_blk = _grid_matmul(_with_ones(v[gs, rs]), grad_row_kv.transpose(-2, -1),
+                                      grad_col_kv[gs].transpose(-2, -1))
+            torch.ops.aten.threshold_backward.grad_input(
+                grad_k_blk, k_raw, 0.0, grad_input=grad_k[gs, rs])
+            grad_v[gs, rs] = _grid_matmul(F.relu(k_raw), grad_row_kv[..., :dim],
+                                          grad_col_kv[gs, ..., :dim])
+        return grad_q, grad_k, grad_v, None, None
 
 
 def triton_available(t: Tensor) -> bool:
