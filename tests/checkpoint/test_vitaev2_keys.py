@@ -18,6 +18,17 @@ S = dict(embed=[64, 64, 128, 256], token=[64, 128, 256, 512], depth=[2, 2, 8, 2]
          rc_groups=[1, 16, 32, 64], kernels=[7, 3, 3, 3],
          dilations=[[1, 2, 3, 4], [1, 2, 3], [1, 2], [1, 2]])
 WINDOW = 7
+# A small custom arch for the file round trips (a full S file is ~80 MB).
+TINY = dict(S, embed=[4, 4, 8, 8], token=[8, 8, 16, 16], depth=[1, 1, 2, 1],
+            nc_heads=[1, 2, 2, 2], rc_heads=[1, 1, 2, 2], nc_groups=[1, 2, 2, 4],
+            rc_groups=[1, 2, 2, 2])
+
+
+def ours(a: dict) -> ViTAEv2VSA:
+    return ViTAEv2VSA(arch=dict(embed_dims=a['embed'], token_dims=a['token'],
+                                depths=a['depth'], nc_heads=a['nc_heads'],
+                                rc_heads=a['rc_heads'], nc_groups=a['nc_groups'],
+                                rc_groups=a['rc_groups'], wide_pcm=False))
 
 
 def official_shapes(a: dict = S, num_classes: int = 1000, wide_pcm: bool = False) -> dict:
@@ -156,29 +167,29 @@ def test_unknown_keys_raise_instead_of_converting_partially(key):
 
 @pytest.mark.parametrize('wrapper,prefix', [(None, None), ('state_dict', 'backbone.')])
 def test_load_pretrained_reports_full_match_for_official_files(tmp_path, wrapper, prefix):
-    official = official_state_dict(num_classes=0)
+    official = official_state_dict(a=TINY, num_classes=0)
     if prefix:
         official = {prefix + k: v for k, v in official.items()}
     path = tmp_path / 'official.pth'
     torch.save(official if wrapper is None else {wrapper: official}, path)
-    model = ViTAEv2VSA(arch='s')
+    model = ours(TINY)
     report = load_pretrained(model, str(path), prefix=prefix)
     assert not report.missing and not report.unexpected and not report.shape_mismatch
     stored = read_checkpoint(str(path))
     stored = stored[wrapper] if wrapper else stored
-    torch.testing.assert_close(model.stages[3].blocks[1].cpe.bias,
-                               stored[f'{prefix or ""}layers.3.NC.1.pos.bias'])
+    torch.testing.assert_close(model.stages[2].blocks[1].cpe.bias,
+                               stored[f'{prefix or ""}layers.2.NC.1.pos.bias'])
 
 
 @pytest.mark.parametrize('use_ema', [True, False])
 def test_official_training_checkpoints_load_their_ema_copy_unless_told_not_to(tmp_path,
                                                                               use_ema):
-    plain, ema = official_state_dict(num_classes=1000), official_state_dict(num_classes=1000)
-    ema['layers.0.NC.0.norm1.weight'] = torch.full((64, ), 3.)
+    plain, ema = official_state_dict(a=TINY), official_state_dict(a=TINY)
+    ema['layers.0.NC.0.norm1.weight'] = torch.full((8, ), 3.)
     path = tmp_path / 'timm_trainer.pth'
     torch.save({'epoch': 299, 'state_dict': plain, 'state_dict_ema': ema}, path)
-    model = ViTAEv2VSA(arch='s', init_cfg=dict(type='Pretrained', checkpoint=str(path),
-                                               use_ema=use_ema))
+    model = ours(TINY)
+    model.init_cfg = dict(type='Pretrained', checkpoint=str(path), use_ema=use_ema)
     model.init_weights()
     expected = ema if use_ema else plain
     torch.testing.assert_close(model.stages[0].blocks[0].norm1.weight,
