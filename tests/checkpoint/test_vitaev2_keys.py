@@ -97,6 +97,13 @@ def official_shapes(a: dict = S, num_classes: int = 1000, wide_pcm: bool = False
     return shapes
 
 
+# The wide-PCM variants as the official code builds them (`ViTAEv2_VSA_widePCM_48M/_B`).
+M48 = dict(S, embed=[96, 96, 192, 384], token=[96, 192, 384, 768], depth=[2, 2, 11, 2],
+           nc_heads=[3, 6, 12, 24], rc_heads=[3, 6, 12, 24])
+B = dict(S, embed=[128, 128, 256, 512], token=[128, 256, 512, 1024], depth=[2, 2, 12, 2],
+         nc_heads=[4, 8, 16, 32], rc_heads=[4, 8, 16, 32])
+
+
 def official_state_dict(**kwargs) -> dict:
     gen = torch.Generator().manual_seed(0)
     sd = {}
@@ -123,6 +130,14 @@ def test_official_s_key_set_loads_with_nothing_missing_or_unexpected():
     assert not result.missing_keys and not result.unexpected_keys
     assert {k for k in converted if k.startswith('head.')} == {'head.fc.weight',
                                                                'head.fc.bias'}
+
+
+@pytest.mark.parametrize('arch,a,wide', [('s', S, False), ('48m', M48, True), ('b', B, True)])
+def test_official_key_set_and_shapes_of_every_variant_map_onto_ours(arch, a, wide):
+    official = official_shapes(a=a, wide_pcm=wide)
+    converted = convert_vitaev2_vsa(official)  # the values here are shapes
+    own = {k: tuple(v.shape) for k, v in ViTAEv2VSA(arch=arch).state_dict().items()}
+    assert {k: v for k, v in converted.items() if not k.startswith('head.')} == own
 
 
 def test_param_count_of_official_s_tensors_equals_ours():
