@@ -9,11 +9,20 @@ from .loading import (
     load_pretrained,
     read_checkpoint,
 )
+from .localvit_keys import (
+    convert_localvit,
+    convert_localvit_pvt,
+    is_official_localvit,
+    is_official_localvit_pvt,
+)
+from .lvt_keys import convert_lvt, is_official_lvt
 from .vitaev2_keys import convert_vitaev2_vsa, is_official_vitaev2_vsa
 from .vvt_keys import convert_vvt, is_official_vvt
 
 __all__ = [
     'CheckpointError', 'CorruptCheckpointError', 'UnsafeCheckpointError', 'checkpoint_problem',
     'LoadReport', 'extract_state_dict', 'load_pretrained', 'read_checkpoint', 'convert_vvt',
-    'is_official_vvt', 'convert_vitaev2_vsa', 'is_official_vitaev2_vsa'
+    'is_official_vvt', 'convert_vitaev2_vsa', 'is_official_vitaev2_vsa', 'convert_localvit',
+    'convert_localvit_pvt', 'is_official_localvit', 'is_official_localvit_pvt', 'convert_lvt',
+    'is_official_lvt'
 ]

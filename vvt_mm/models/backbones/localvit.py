@@ -1,0 +1,256 @@
+"""LocalViT: DeiT with a locality feed-forward network (Li et al., arXiv 2104.05707)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import constant_init, trunc_normal_init
+from torch import Tensor
+
+from vvt_mm.registry import MODELS
+
+from ..attention.builder import build_attention
+from ..layers.locality_ffn import LocalityFFN
+from ..layers.strided_patch_embed import StridedPatchEmbed
+from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
+
+
+def resize_pos_embed(pos_embed: Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int],
+                     num_extra_tokens: int, mode: str = 'bicubic') -> Tensor:
+    """Interpolate the grid part of ``(1, extra + h*w, C)`` position embeddings.
+
+    The extra (class) tokens' embeddings are kept as they are. A no-op when the
+    grid already has the requested size, so the pretraining resolution runs
+    the exact official computation.
+    """
+    if tuple(src_hw) == tuple(dst_hw):
+        return pos_embed
+    extra, grid = pos_embed[:, :num_extra_tokens], pos_embed[:, num_extra_tokens:]
+    channels = pos_embed.shape[-1]
+    grid = grid.reshape(1, *src_hw, channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=tuple(dst_hw), mode=mode, align_corners=False)
+    return torch.cat([extra, grid.flatten(2).transpose(1, 2)], dim=1)
+
+
+class LocalViTBlock(BaseModule):
+    """``x + attn(norm1(x))`` then the locality FFN on the image tokens.
+
+    There is no ``norm2`` and no drop path on the FFN branch: the FFN is
+    applied to the raw token map and adds its own residual (official block).
+    Extra tokens (the class token) skip the FFN.
+
+    Args:
+        embed_dims: token channels.
+        num_heads: attention heads.
+        mlp_ratio: FFN hidden channels / ``embed_dims``.
+        attn_cfg: token mixer (``softmax`` for DeiT, ``spatial_reduction`` for PVT).
+        channel_attn: ``'se'``, ``'eca'``, ``'eca_hsigmoid'`` or ``None`` in the FFN.
+        se_reduction: SE bottleneck is ``hidden // se_reduction`` channels.
+        ffn_act_cfg: activation inside the FFN (h-swish).
+        ffn_norm_cfg: the FFN's BatchNorms.
+        drop_path: stochastic depth on the attention branch.
+        norm_cfg: ``norm1`` (LayerNorm eps 1e-6).
+        with_cp: activation checkpointing.
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 mlp_ratio: float = 4.,
+                 attn_cfg: dict | None = None,
+                 channel_attn: str | None = 'se',
+                 se_reduction: int = 4,
+                 ffn_act_cfg: dict | None = None,
+                 ffn_norm_cfg: dict | None = None,
+                 drop_path: float = 0.,
+                 norm_cfg: dict | None = None,
+                 with_cp: bool = False,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.with_cp = with_cp
+        self.norm1 = build_norm_layer(norm_cfg or dict(type='LN', eps=1e-6), embed_dims)[1]
+        self.attn = build_attention(attn_cfg or dict(type='softmax', qkv_bias=True),
+                                    embed_dims=embed_dims, num_heads=num_heads)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.ffn = LocalityFFN(embed_dims, mlp_ratio, channel_attn=channel_attn,
+                               se_reduction=se_reduction, act_cfg=ffn_act_cfg,
+                               norm_cfg=ffn_norm_cfg)
+
+    def _forward(self, x: Tensor, hw_shape: tuple[int, int], num_extra_tokens: int) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        extra, tokens = x[:, :num_extra_tokens], x[:, num_extra_tokens:]
+        bsz, _, channels = tokens.shape
+        grid = tokens.transpose(1, 2).reshape(bsz, channels, *hw_shape)
+        tokens = self.ffn(grid).flatten(2).transpose(1, 2)
+        return torch.cat([extra, tokens], dim=1) if num_extra_tokens else tokens
+
+    def forward(self, x: Tensor, hw_shape: tuple[int, int], num_extra_tokens: int = 0) -> Tensor:
+        """``(B, extra + h*w, C)`` tokens, image tokens row-major on ``hw_shape``."""
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, hw_shape, num_extra_tokens,
+                                 use_reentrant=False)
+        return self._forward(x, hw_shape, num_extra_tokens)
+
+
+@MODELS.register_module()
+class LocalViT(BaseModule):
+    """LocalViT on DeiT: a plain (single-scale) ViT with locality FFNs.
+
+    Multi-scale outputs from a plain ViT: every block works on the same
+    stride-16 grid, so ``out_indices`` picks *depths* (block indices, like
+    mmseg's ``VisionTransformer``), and each returned map is
+    ``(B, C, ceil(H/16), ceil(W/16))``. A pyramid for FPN-style heads is then
+    made by a neck that resizes them, e.g. mmseg's ``MultiLevelNeck`` with
+    ``scales=[4, 2, 1, 0.5]`` on ``out_indices=(2, 5, 8, 11)`` (see
+    ``configs/fpn_localvit_t_ade20k.py``).
+
+    Position embeddings are stored for the ``img_size`` grid (224/16 = 14x14
+    as pretrained) and interpolated to the input's grid on every forward
+    (bicubic by default); the class token's embedding is kept. Inputs are
+    zero-padded at the bottom/right to multiples of the patch size, so any
+    ``H x W`` works (the official code needs exactly 224x224).
+
+    Args:
+        arch: ``'tiny'`` (``'t'``), ``'tiny-se4'`` (``'t-se4'``), ``'small'``
+            (``'s'``), ``'tiny-relu6'`` (the paper's ReLU6, mlp 6, no SE
+            ablation) or a dict with ``embed_dims``, ``num_heads``, ``depth``,
+            ``mlp_ratio`` (optional ``channel_attn``, ``se_reduction``,
+            ``ffn_act_cfg``).
+        img_size: input size the position embeddings were trained at.
+        patch_size: patch size (16).
+        in_channels: image channels.
+        out_indices: block indices whose outputs are returned (``-1``: last).
+        out_type: ``'featmap'`` (NCHW maps) or ``'cls_token'`` (``(B, C)``
+            class tokens, for image classification).
+        final_norm: apply the final LayerNorm to the last block's output.
+        interpolate_mode: position-embedding resize mode.
+        drop_path_rate: stochastic depth, linearly increasing over blocks.
+        ffn_norm_cfg: BatchNorm config of the FFNs (``SyncBN`` for dense tasks).
+        with_cp: activation checkpointing of every block.
+        pretrained: deprecated, use ``init_cfg``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)`` takes our layout
+            or the official one (converted on load).
+    """
+
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], dict(
+            embed_dims=192, num_heads=4, depth=12, mlp_ratio=4, channel_attn='se',
+            se_reduction=192)),
+        **dict.fromkeys(['t-se4', 'tiny-se4'], dict(
+            embed_dims=192, num_heads=4, depth=12, mlp_ratio=4, channel_attn='se',
+            se_reduction=4)),
+        **dict.fromkeys(['s', 'small'], dict(
+            embed_dims=384, num_heads=8, depth=12, mlp_ratio=4, channel_attn='se',
+            se_reduction=384)),
+        'tiny-relu6': dict(embed_dims=192, num_heads=4, depth=12, mlp_ratio=6,
+                           channel_attn=None, ffn_act_cfg=dict(type='ReLU6')),
+    }
+    essential_keys = {'embed_dims', 'num_heads', 'depth', 'mlp_ratio'}
+    num_extra_tokens = 1
+
+    def __init__(self,
+                 arch: str | dict = 'tiny',
+                 img_size: int | Sequence[int] = 224,
+                 patch_size: int = 16,
+                 in_channels: int = 3,
+                 out_indices: int | Sequence[int] = -1,
+                 out_type: str = 'featmap',
+                 final_norm: bool = True,
+                 interpolate_mode: str = 'bicubic',
+                 drop_path_rate: float = 0.1,
+                 ffn_norm_cfg: dict | None = None,
+                 with_cp: bool = False,
+                 pretrained: str | None = None,
+                 init_cfg: dict | list | None = None) -> None:
+        init_cfg = resolve_pretrained(pretrained, init_cfg)
+        super().__init__(init_cfg=init_cfg)
+        owner = type(self).__name__
+        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
+        self.arch = arch
+        if out_type not in ('featmap', 'cls_token'):
+            raise ValueError(f"{owner}: out_type must be 'featmap' or 'cls_token', "
+                             f'got {out_type!r}')
+        self.out_type = out_type
+        self.in_channels = in_channels
+        self.embed_dims = arch['embed_dims']
+        self.depth = arch['depth']
+        self.out_indices = normalize_out_indices(out_indices, self.depth, owner)
+        self.final_norm = final_norm
+        self.interpolate_mode = interpolate_mode
+        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.pos_grid = (img_size[0] // patch_size, img_size[1] // patch_size)
+
+        self.patch_embed = StridedPatchEmbed(in_channels, self.embed_dims, patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_extra_tokens + self.pos_grid[0] * self.pos_grid[1],
+                        self.embed_dims))
+        drop_paths = torch.linspace(0, drop_path_rate, self.depth).tolist()
+        self.blocks = ModuleList([
+            LocalViTBlock(
+                self.embed_dims, arch['num_heads'], arch['mlp_ratio'],
+                attn_cfg=dict(type='softmax', qkv_bias=True),
+                channel_attn=arch.get('channel_attn', 'se'),
+                se_reduction=arch.get('se_reduction', 4),
+                ffn_act_cfg=arch.get('ffn_act_cfg'), ffn_norm_cfg=ffn_norm_cfg,
+                drop_path=drop_paths[i], with_cp=with_cp) for i in range(self.depth)
+        ])
+        if final_norm:
+            self.norm = build_norm_layer(dict(type='LN', eps=1e-6), self.embed_dims)[1]
+
+    @staticmethod
+    def convert_official(state_dict: dict) -> dict | None:
+        """Official LocalViT (timm DeiT) state dict -> ours (``None`` if already ours)."""
+        from vvt_mm.checkpoint.localvit_keys import convert_localvit, is_official_localvit
+        if not is_official_localvit(state_dict):
+            return None
+        return {k: v for k, v in convert_localvit(state_dict).items()
+                if not k.startswith('head.')}
+
+    def init_weights(self) -> None:
+        """timm ViT init (trunc-normal linears and embeddings) or a checkpoint."""
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            from vvt_mm.checkpoint import load_pretrained
+            load_pretrained(self, self.init_cfg['checkpoint'],
+                            prefix=self.init_cfg.get('prefix'),
+                            map_location=self.init_cfg.get('map_location', 'cpu'))
+            self._is_init = True
+            return
+        if self.init_cfg is not None:
+            super().init_weights()
+            return
+        nn.init.trunc_normal_(self.pos_embed, std=.02)
+        nn.init.trunc_normal_(self.cls_token, std=.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, nn.LayerNorm):
+                constant_init(m, val=1.0, bias=0.)
+        self._is_init = True
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Return the maps (or class tokens) after the blocks in ``out_indices``."""
+        check_image_input(x, self.in_channels, 1, type(self).__name__)
+        tokens, hw_shape = self.patch_embed(x)
+        pos = resize_pos_embed(self.pos_embed, self.pos_grid, hw_shape,
+                               self.num_extra_tokens, self.interpolate_mode)
+        tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1) + pos
+        outs = []
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens, hw_shape, self.num_extra_tokens)
+            if i not in self.out_indices:
+                continue
+            out = self.norm(tokens) if self.final_norm and i == self.depth - 1 else tokens
+            if self.out_type == 'cls_token':
+                outs.append(out[:, 0])
+            else:
+                out = out[:, self.num_extra_tokens:]
+                outs.append(out.transpose(1, 2).reshape(x.shape[0], -1, *hw_shape))
+        return tuple(outs)

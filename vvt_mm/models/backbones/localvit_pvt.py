@@ -1,0 +1,238 @@
+"""LocalViT-PVT: PVTv1 with locality FFNs (Li et al., arXiv 2104.05707, Table 4)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from mmcv.cnn import build_norm_layer
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import constant_init, trunc_normal_init
+from torch import Tensor
+
+from vvt_mm.registry import MODELS
+
+from ..layers.strided_patch_embed import StridedPatchEmbed
+from .localvit import LocalViTBlock, resize_pos_embed
+from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
+
+
+class LocalViTPVTStage(BaseModule):
+    """Patchify, add (resized) position embeddings, run the blocks.
+
+    Args:
+        in_channels: input channels.
+        embed_dims: token channels.
+        patch_size: patchify stride (4 in stage 1, then 2).
+        pos_grid: grid of the stored position embeddings (the pretraining size).
+        depth, num_heads, mlp_ratio, sr_ratio: PVT stage hyper-parameters.
+        num_extra_tokens: 1 in the last stage (the class token), else 0.
+        interpolate_mode: position-embedding resize mode.
+        drop_paths: stochastic depth of each block.
+        ffn_norm_cfg: BatchNorm config of the FFNs.
+        with_cp: activation checkpointing.
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 embed_dims: int,
+                 patch_size: int,
+                 pos_grid: tuple[int, int],
+                 depth: int,
+                 num_heads: int,
+                 mlp_ratio: float,
+                 sr_ratio: int,
+                 num_extra_tokens: int = 0,
+                 interpolate_mode: str = 'bilinear',
+                 drop_paths: Sequence[float] = (),
+                 ffn_norm_cfg: dict | None = None,
+                 with_cp: bool = False,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.pos_grid = pos_grid
+        self.num_extra_tokens = num_extra_tokens
+        self.interpolate_mode = interpolate_mode
+        self.patch_embed = StridedPatchEmbed(in_channels, embed_dims, patch_size,
+                                             norm_cfg=dict(type='LN', eps=1e-5))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, num_extra_tokens + pos_grid[0] * pos_grid[1], embed_dims))
+        # SE squeezes the hidden width by embed_dims, i.e. to mlp_ratio channels
+        # (official `LocalityFeedForward(dim, dim, 1, mlp_ratio, reduction=dim)`).
+        self.blocks = ModuleList([
+            LocalViTBlock(
+                embed_dims, num_heads, mlp_ratio,
+                attn_cfg=dict(type='spatial_reduction', sr_ratio=sr_ratio, qkv_bias=True),
+                channel_attn='se', se_reduction=embed_dims, ffn_norm_cfg=ffn_norm_cfg,
+                drop_path=drop_paths[j] if drop_paths else 0., with_cp=with_cp)
+            for j in range(depth)
+        ])
+
+    def forward(self, x: Tensor, extra: Tensor | None = None
+                ) -> tuple[Tensor, tuple[int, int]]:
+        """NCHW in; ``(B, extra + h*w, C)`` tokens and ``(h, w)`` out."""
+        tokens, hw_shape = self.patch_embed(x)
+        if self.num_extra_tokens:
+            tokens = torch.cat([extra, tokens], dim=1)
+        tokens = tokens + resize_pos_embed(self.pos_embed, self.pos_grid, hw_shape,
+                                           self.num_extra_tokens, self.interpolate_mode)
+        for block in self.blocks:
+            tokens = block(tokens, hw_shape, self.num_extra_tokens)
+        return tokens, hw_shape
+
+
+@MODELS.register_module()
+class LocalViTPVT(BaseModule):
+    """LocalViT-PVT backbone: PVT-tiny whose MLPs are locality FFNs.
+
+    A four-stage pyramid (strides 4/8/16/32) of spatial-reduction attention
+    blocks. As in PVTv1, the class token joins the last stage only and the
+    final LayerNorm is applied to the last stage only; stages 1-3 are returned
+    as they leave their blocks. Position embeddings are stored for ``img_size``
+    and interpolated (bilinear, as PVT's own dense-prediction code) to the input
+    grid; inputs are zero-padded at the bottom/right so any size works.
+
+    Args:
+        arch: ``'tiny'`` (``'t'``) or a dict with ``embed_dims``, ``num_heads``,
+            ``depths``, ``mlp_ratios``, ``sr_ratios``.
+        img_size: input size the position embeddings were trained at.
+        in_channels: image channels.
+        out_indices: stages whose outputs are returned.
+        out_type: ``'featmap'`` (NCHW maps) or ``'cls_token'`` (the normed class
+            token, ``(B, C)``, for the last stage; image classification).
+        interpolate_mode: position-embedding resize mode.
+        drop_path_rate: stochastic depth, linearly increasing over blocks.
+        ffn_norm_cfg: BatchNorm config of the FFNs (``SyncBN`` for dense tasks).
+        with_cp: activation checkpointing of every block.
+        frozen_stages: freeze the first ``n`` stages (``-1``: none).
+        pretrained: deprecated, use ``init_cfg``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)`` takes our layout
+            or the official one (converted on load).
+    """
+
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], dict(
+            embed_dims=[64, 128, 320, 512], num_heads=[1, 2, 5, 8], depths=[2, 2, 2, 2],
+            mlp_ratios=[8, 8, 4, 4], sr_ratios=[8, 4, 2, 1])),
+    }
+    essential_keys = {'embed_dims', 'num_heads', 'depths', 'mlp_ratios', 'sr_ratios'}
+
+    def __init__(self,
+                 arch: str | dict = 'tiny',
+                 img_size: int | Sequence[int] = 224,
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 out_type: str = 'featmap',
+                 interpolate_mode: str = 'bilinear',
+                 drop_path_rate: float = 0.1,
+                 ffn_norm_cfg: dict | None = None,
+                 with_cp: bool = False,
+                 frozen_stages: int = -1,
+                 pretrained: str | None = None,
+                 init_cfg: dict | list | None = None) -> None:
+        init_cfg = resolve_pretrained(pretrained, init_cfg)
+        super().__init__(init_cfg=init_cfg)
+        owner = type(self).__name__
+        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
+        self.arch = arch
+        num_stages = len(arch['depths'])
+        for key in ('embed_dims', 'num_heads', 'mlp_ratios', 'sr_ratios'):
+            if len(arch[key]) != num_stages:
+                raise ValueError(f'{owner}: arch {key} needs one value per stage '
+                                 f'({num_stages}), got {list(arch[key])}')
+        if arch['sr_ratios'][-1] != 1:
+            raise ValueError(f'{owner}: the last stage carries the class token, so its '
+                             f'sr_ratio must be 1, got {arch["sr_ratios"][-1]}')
+        if out_type not in ('featmap', 'cls_token'):
+            raise ValueError(f"{owner}: out_type must be 'featmap' or 'cls_token', "
+                             f'got {out_type!r}')
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'{owner}: frozen_stages must be in [-1, {num_stages}], '
+                             f'got {frozen_stages}')
+        self.out_indices = normalize_out_indices(out_indices, num_stages, owner)
+        self.out_type = out_type
+        self.in_channels = in_channels
+        self.frozen_stages = frozen_stages
+        self.embed_dims = list(arch['embed_dims'])
+        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+
+        drop_paths = torch.linspace(0, drop_path_rate, sum(arch['depths'])).tolist()
+        self.stages = ModuleList()
+        start, stride = 0, 1
+        for i, depth in enumerate(arch['depths']):
+            patch = 4 if i == 0 else 2
+            stride *= patch
+            self.stages.append(LocalViTPVTStage(
+                in_channels if i == 0 else self.embed_dims[i - 1], self.embed_dims[i], patch,
+                pos_grid=(img_size[0] // stride, img_size[1] // stride), depth=depth,
+                num_heads=arch['num_heads'][i], mlp_ratio=arch['mlp_ratios'][i],
+                sr_ratio=arch['sr_ratios'][i],
+                num_extra_tokens=1 if i == num_stages - 1 else 0,
+                interpolate_mode=interpolate_mode,
+                drop_paths=drop_paths[start:start + depth], ffn_norm_cfg=ffn_norm_cfg,
+                with_cp=with_cp))
+            start += depth
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims[-1]))
+        self.norm = build_norm_layer(dict(type='LN', eps=1e-6), self.embed_dims[-1])[1]
+        self._freeze_stages()
+
+    @staticmethod
+    def convert_official(state_dict: dict) -> dict | None:
+        """Official ``LocalViT_PVT`` state dict -> ours (``None`` if already ours)."""
+        from vvt_mm.checkpoint.localvit_keys import convert_localvit_pvt, is_official_localvit_pvt
+        if not is_official_localvit_pvt(state_dict):
+            return None
+        return {k: v for k, v in convert_localvit_pvt(state_dict).items()
+                if not k.startswith('head.')}
+
+    def init_weights(self) -> None:
+        """PVT init (trunc-normal linears and embeddings) or a checkpoint."""
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            from vvt_mm.checkpoint import load_pretrained
+            load_pretrained(self, self.init_cfg['checkpoint'],
+                            prefix=self.init_cfg.get('prefix'),
+                            map_location=self.init_cfg.get('map_location', 'cpu'))
+            self._is_init = True
+            return
+        if self.init_cfg is not None:
+            super().init_weights()
+            return
+        nn.init.trunc_normal_(self.cls_token, std=.02)
+        for stage in self.stages:
+            nn.init.trunc_normal_(stage.pos_embed, std=.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, nn.LayerNorm):
+                constant_init(m, val=1.0, bias=0.)
+        self._is_init = True
+
+    def _freeze_stages(self) -> None:
+        for stage in self.stages[:max(self.frozen_stages, 0)]:
+            stage.eval()
+            for param in stage.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> LocalViTPVT:
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Return NCHW maps of the stages in ``out_indices`` (strides 4/8/16/32)."""
+        check_image_input(x, self.in_channels, 1, type(self).__name__)
+        bsz, outs = x.shape[0], []
+        last = len(self.stages) - 1
+        for i, stage in enumerate(self.stages):
+            extra = self.cls_token.expand(bsz, -1, -1) if i == last else None
+            tokens, hw_shape = stage(x, extra)
+            if i == last:
+                tokens = self.norm(tokens)
+                if self.out_type == 'cls_token':
+                    outs.append(tokens[:, 0])
+                    break
+                tokens = tokens[:, 1:]
+            x = tokens.transpose(1, 2).reshape(bsz, -1, *hw_shape)
+            if i in self.out_indices and self.out_type == 'featmap':
+                outs.append(x)
+        return tuple(outs)

@@ -1,0 +1,252 @@
+"""Lite Vision Transformer (LVT), Yang et al., CVPR 2022 (arXiv 2112.10809)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
+from torch import Tensor
+
+from vvt_mm.registry import MODELS
+
+from ..layers import ConvFFN, OverlapPatchEmbed
+from ..layers.lvt_attention import (
+    AtrousDepthwiseConv,
+    ConvolutionalSelfAttention,
+    RecursiveAtrousSelfAttention,
+)
+from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
+
+
+class LinearFFN(BaseModule):
+    """``fc1 -> act -> fc2`` on tokens (LVT stage 1 has no depthwise conv)."""
+
+    def __init__(self, embed_dims: int, hidden_dims: int, act_cfg: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.act = build_activation_layer(act_cfg or dict(type='GELU'))
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+
+    def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class LVTBlock(BaseModule):
+    """Pre-norm block: ``x + mixer(norm1(x))``, ``x + ffn(norm2(x))``.
+
+    Args:
+        embed_dims: token channels.
+        num_heads: attention heads.
+        mlp_ratio: FFN hidden channels / ``embed_dims``.
+        mixer: ``'csa'`` or ``'rasa'``.
+        sr_ratio: RASA key/value reduction.
+        rasa_cfg: extra RASA arguments (``atrous_rates``, ``recursions``).
+        ffn_dwconv: FFN with a depthwise 3x3 conv (stages 2-4) or plain.
+        drop_path: stochastic depth.
+        with_cp: activation checkpointing.
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 mlp_ratio: float,
+                 mixer: str,
+                 sr_ratio: int = 1,
+                 rasa_cfg: dict | None = None,
+                 ffn_dwconv: bool = True,
+                 drop_path: float = 0.,
+                 with_cp: bool = False,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.with_cp = with_cp
+        norm_cfg = dict(type='LN', eps=1e-5)
+        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        if mixer == 'csa':
+            self.attn = ConvolutionalSelfAttention(embed_dims, num_heads)
+        elif mixer == 'rasa':
+            self.attn = RecursiveAtrousSelfAttention(embed_dims, num_heads, sr_ratio=sr_ratio,
+                                                     **(rasa_cfg or {}))
+        else:
+            raise ValueError(f"LVT mixer must be 'csa' or 'rasa', got {mixer!r}")
+        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        hidden = int(embed_dims * mlp_ratio)
+        self.ffn = (ConvFFN(embed_dims, hidden) if ffn_dwconv else
+                    LinearFFN(embed_dims, hidden))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def _forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        return x + self.drop_path(self.ffn(self.norm2(x), hw_shape))
+
+    def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
+        return self._forward(x, hw_shape)
+
+
+class LVTStage(BaseModule):
+    """Overlapping patch embedding (7x7/4 or 3x3/2, LayerNorm) and blocks."""
+
+    def __init__(self, in_channels: int, embed_dims: int, first: bool,
+                 blocks: Sequence[dict], init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.patch_embed = OverlapPatchEmbed(in_channels, embed_dims, 7 if first else 3,
+                                             4 if first else 2,
+                                             norm_cfg=dict(type='LN', eps=1e-5))
+        self.blocks = ModuleList([LVTBlock(embed_dims, **cfg) for cfg in blocks])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        tokens, hw_shape = self.patch_embed(x)
+        for block in self.blocks:
+            tokens = block(tokens, hw_shape)
+        return tokens, hw_shape
+
+
+@MODELS.register_module()
+class LVT(BaseModule):
+    """Lite Vision Transformer backbone (the published 3.4M-parameter model).
+
+    Four stages at strides 4/8/16/32: Convolutional Self-Attention in stage 1,
+    Recursive Atrous Self-Attention in stages 2-4. No position embedding, and
+    the CSA fold/unfold and RASA reduction handle any size (the reduction pads),
+    so any ``H x W`` input works.
+
+    Each returned stage map goes through its own LayerNorm (``norm{i}``), as
+    the official downstream model (``downstream_norms``); the official
+    classifier's final ``norm`` is the same LayerNorm on stage 4, so it loads
+    as ``norm3``. Norms exist only for the stages in ``out_indices``.
+
+    Args:
+        arch: ``'lvt'`` or a dict with ``embed_dims``, ``num_heads``, ``depths``,
+            ``mlp_ratios``, ``sr_ratios``, ``mixers`` (optional ``ffn_dwconv``).
+        in_channels: image channels.
+        rasa_cfg: RASA settings (``atrous_rates=(1, 3, 5)``, ``recursions=2``).
+        out_indices: stages whose outputs are returned.
+        drop_path_rate: stochastic depth, linearly increasing over blocks.
+        with_cp: activation checkpointing of every block.
+        frozen_stages: freeze the first ``n`` stages (``-1``: none).
+        pretrained: deprecated, use ``init_cfg``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)`` takes our layout
+            or the official one (converted on load).
+    """
+
+    arch_zoo = {
+        'lvt': dict(embed_dims=[64, 64, 160, 256], num_heads=[2, 2, 5, 8],
+                    depths=[2, 2, 2, 2], mlp_ratios=[4, 8, 4, 4], sr_ratios=[8, 4, 2, 1],
+                    mixers=['csa', 'rasa', 'rasa', 'rasa'],
+                    ffn_dwconv=[False, True, True, True]),
+    }
+    essential_keys = {'embed_dims', 'num_heads', 'depths', 'mlp_ratios', 'sr_ratios',
+                      'mixers'}
+
+    def __init__(self,
+                 arch: str | dict = 'lvt',
+                 in_channels: int = 3,
+                 rasa_cfg: dict | None = None,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 drop_path_rate: float = 0.1,
+                 with_cp: bool = False,
+                 frozen_stages: int = -1,
+                 pretrained: str | None = None,
+                 init_cfg: dict | list | None = None) -> None:
+        init_cfg = resolve_pretrained(pretrained, init_cfg)
+        super().__init__(init_cfg=init_cfg)
+        owner = type(self).__name__
+        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
+        num_stages = len(arch['depths'])
+        arch.setdefault('ffn_dwconv', [i > 0 for i in range(num_stages)])
+        for key in self.essential_keys | {'ffn_dwconv'}:
+            if len(arch[key]) != num_stages:
+                raise ValueError(f'{owner}: arch {key} needs one value per stage '
+                                 f'({num_stages}), got {list(arch[key])}')
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'{owner}: frozen_stages must be in [-1, {num_stages}], '
+                             f'got {frozen_stages}')
+        self.arch = arch
+        self.in_channels = in_channels
+        self.out_indices = normalize_out_indices(out_indices, num_stages, owner)
+        self.frozen_stages = frozen_stages
+        self.embed_dims = list(arch['embed_dims'])
+        rasa_cfg = dict(atrous_rates=(1, 3, 5), recursions=2, **(rasa_cfg or {}))
+
+        # The official rate: drop_path_rate * k / (total - 1) for the k-th block.
+        total = sum(arch['depths'])
+        drop_paths = torch.linspace(0, drop_path_rate, total).tolist()
+        self.stages = ModuleList()
+        start = 0
+        for i, depth in enumerate(arch['depths']):
+            blocks = [dict(num_heads=arch['num_heads'][i], mlp_ratio=arch['mlp_ratios'][i],
+                           mixer=arch['mixers'][i], sr_ratio=arch['sr_ratios'][i],
+                           rasa_cfg=rasa_cfg, ffn_dwconv=arch['ffn_dwconv'][i],
+                           drop_path=drop_paths[start + j], with_cp=with_cp)
+                      for j in range(depth)]
+            self.stages.append(LVTStage(in_channels if i == 0 else self.embed_dims[i - 1],
+                                        self.embed_dims[i], i == 0, blocks))
+            start += depth
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', build_norm_layer(dict(type='LN', eps=1e-5),
+                                                         self.embed_dims[i])[1])
+        self._freeze_stages()
+
+    @staticmethod
+    def convert_official(state_dict: dict) -> dict | None:
+        """Official LVT state dict -> ours (``None`` if already ours)."""
+        from vvt_mm.checkpoint.lvt_keys import convert_lvt, is_official_lvt
+        if not is_official_lvt(state_dict):
+            return None
+        return {k: v for k, v in convert_lvt(state_dict).items() if not k.startswith('head.')}
+
+    def init_weights(self) -> None:
+        """Official init (trunc-normal linears, fan-out normal convs) or a checkpoint."""
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            from vvt_mm.checkpoint import load_pretrained
+            load_pretrained(self, self.init_cfg['checkpoint'],
+                            prefix=self.init_cfg.get('prefix'),
+                            map_location=self.init_cfg.get('map_location', 'cpu'))
+            self._is_init = True
+            return
+        if self.init_cfg is not None:
+            super().init_weights()
+            return
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, nn.LayerNorm):
+                constant_init(m, val=1.0, bias=0.)
+            elif isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                normal_init(m, mean=0, std=math.sqrt(2.0 / fan_out), bias=0)
+            elif isinstance(m, AtrousDepthwiseConv):
+                nn.init.kaiming_uniform_(m.weight)
+        self._is_init = True
+
+    def _freeze_stages(self) -> None:
+        for stage in self.stages[:max(self.frozen_stages, 0)]:
+            stage.eval()
+            for param in stage.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> LVT:
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Return normed NCHW maps of the stages in ``out_indices`` (strides 4/8/16/32)."""
+        check_image_input(x, self.in_channels, 1, type(self).__name__)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            tokens, hw_shape = stage(x)
+            x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *hw_shape)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(tokens)
+                outs.append(out.transpose(1, 2).reshape(tokens.shape[0], -1, *hw_shape))
+        return tuple(outs)
