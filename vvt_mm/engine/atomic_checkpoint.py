@@ -129,7 +129,7 @@ def enable_atomic_checkpoints() -> None:
     from mmengine.runner import checkpoint as mm_checkpoint
     from mmengine.runner import runner as mm_runner
 
-    if _original_save is None:
+    if _original_save is None and mm_checkpoint.save_checkpoint is not atomic_save_checkpoint:
         _original_save = mm_checkpoint.save_checkpoint
     for module in (mm_checkpoint, mm_runner_pkg, mm_runner):
         module.save_checkpoint = atomic_save_checkpoint

@@ -12,7 +12,9 @@ and allowlist exactly the globals an mmengine checkpoint contains (found by
 saving a real one: :data:`MMENGINE_CHECKPOINT_GLOBALS`). The one risky
 name, ``builtins.getattr`` (``HistoryBuffer`` pickles its statistics methods as
 ``getattr(HistoryBuffer, 'mean')``), is answered by a stand-in that resolves
-only those methods, so a crafted file cannot reach e.g. ``ndarray.tofile``.
+only those methods: torch already refuses to *call* anything not allowlisted,
+and the stand-in keeps a crafted file from even fetching other attributes
+(e.g. ``ndarray.tofile``).
 
 :func:`enable_safe_resume` routes every mmengine checkpoint read (``--resume``,
 ``load_from``) through :func:`vvt_mm.checkpoint.read_checkpoint` with that
