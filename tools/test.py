@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def format_metrics(metrics: dict) -> str:
     """Metrics as an aligned two-column table."""
-    width = max((len(k) for k in metrics), default=6)
+    width = max([len('metric'), *(len(k) for k in metrics)])
     rows = [f'{"metric":<{width}}  value', f'{"-" * width}  -----']
     for key, value in metrics.items():
         shown = f'{value:.4f}' if isinstance(value, float) else str(value)
