@@ -203,5 +203,6 @@ def check_dataset_layout(cfg: Mapping,
             if problem:
                 problems.setdefault(problem, []).append(key)
     if problems:
-        raise DatasetLayoutError('dataset not found where the config points:\n' + '\n'.join(
-            f"{', '.join(keys)}: {problem}" for problem, keys in problems.items()))
+        raise DatasetLayoutError('\n'.join(
+            f"wrong dataset folder for {', '.join(keys)}: {problem}"
+            for problem, keys in problems.items()))
