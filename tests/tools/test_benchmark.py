@@ -1,0 +1,66 @@
+"""tools/benchmark.py: the quick sweep writes its table, CSV and plot; memory is honest."""
+import csv
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location('vvt_benchmark', ROOT / 'tools' / 'benchmark.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peak_memory_sees_a_known_cpu_allocation():
+    bench = load_benchmark()
+    mem = bench.PeakMemory(torch.device('cpu'))
+    if not mem.available:
+        pytest.skip('/proc/self/clear_refs is not writable here')
+
+    def allocate_64_mib():
+        t = torch.ones(16 * 1024 * 1024)  # 64 MiB of float32, touched
+        return float(t[-1])
+
+    peak = mem.measure(allocate_64_mib)
+    assert 60 <= peak <= 80, peak
+    # Freed memory went back to the kernel: a small call afterwards peaks small.
+    assert mem.measure(lambda: torch.ones(1024).sum()) < 8
+
+
+def test_fit_line_recovers_slope_and_intercept():
+    bench = load_benchmark()
+    a, b, r2 = bench.fit_line([0.05, 0.25, 0.6, 1.05], [10 + 300 * x for x in
+                                                         [0.05, 0.25, 0.6, 1.05]])
+    assert math.isclose(a, 10) and math.isclose(b, 300) and math.isclose(r2, 1.0)
+
+
+def test_quick_run_prints_ratios_and_writes_csv_and_png(tmp_path, capsys):
+    bench = load_benchmark()
+    threads = torch.get_num_threads()
+    try:
+        rows = bench.main(['--quick', '--out', str(tmp_path), '--backbones', 'VVT-S'])
+    finally:
+        torch.set_num_threads(threads)  # main() pins one thread for stable timings
+    text = capsys.readouterr().out
+    assert 'CORE' in text and 'ATTENTION MODULES' in text and 'BACKBONES' in text
+    assert 'MUST-SHOW CHECKS' in text
+    with open(tmp_path / 'results.csv') as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows)
+    names = {(r['suite'], r['name']) for r in table}
+    assert {('core', 'ours(torch)'), ('core', 'reference'), ('backbone', 'VVT-S')} <= names
+    # Every registered mixer shows up, plus the reference core and VVT_sr.
+    attention = {n for s, n in names if s == 'attention'}
+    assert {'vicinity', 'vicinity(reference)', 'vicinity_sr4(VVT_sr)', 'softmax',
+            'spatial_reduction'} <= attention
+    measured = [r for r in table if not r['note']]
+    assert measured and all(float(r['fwd_ms']) > 0 for r in measured)
+    assert (tmp_path / 'benchmark.png').stat().st_size > 10_000
