@@ -16,8 +16,9 @@ Fig. 8 / Fig. 11 style) into ``--out``:
 * ``backbone``: VVT-S (ours, reference core, VVT_sr, ``with_cp``) against
   PVTv2-b2 (mmdet ``PyramidVisionTransformerV2``) and Swin-T (mmseg).
 
-Time is the best of a few runs after one warm-up (the minimum is the least
-disturbed by other processes on a shared machine). Peak memory is what the
+Time is the best of a few calls after one warm-up (the minimum is the least
+disturbed by other processes on a shared machine); calls slower than 3 s are
+not repeated. Peak memory is what the
 measured call adds on top of what already exists (model, inputs):
 
 * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
@@ -107,27 +108,37 @@ class PeakMemory:
         return (self._status('VmHWM') - base) / MB
 
 
-def best_time(fn: Callable[[], object], device: torch.device, repeats: int,
-              budget_s: float = 1.0) -> float:
-    """Best wall time in ms over up to ``repeats`` runs after one warm-up."""
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall time of one call in ms (synchronised on CUDA)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3
 
-    def once() -> float:
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
 
-    first = once()  # warm-up (also a sample when a run is long)
-    best, spent = first, first
+def time_and_memory(fn: Callable[[], object], device: torch.device, mem: PeakMemory,
+                    repeats: int, warm: bool = False,
+                    budget_ms: float = 3000.0) -> tuple[float, float]:
+    """Best time (ms) and the peak memory (MiB) of one warmed-up call.
+
+    One warm-up call (skipped when ``warm``: the same kernels already ran), one
+    call measured for memory and time, then up to ``repeats`` more timed calls
+    while the total stays under ``budget_ms``.
+    """
+    spent = 0.0 if warm else timed(fn, device)
+    start = time.perf_counter()
+    peak = mem.measure(fn)
+    best = (time.perf_counter() - start) * 1e3
+    spent += best
     for _ in range(repeats):
-        if spent > budget_s and best < first:
+        if spent > budget_ms:
             break
-        took = once()
+        took = timed(fn, device)
         best, spent = min(best, took), spent + took
-    return best * 1e3
+    return best, peak
 
 
 @dataclass
@@ -165,12 +176,11 @@ def run_case(row: Row, forward: Callable[[], torch.Tensor | tuple], params: list
         sum(o.float().mean() for o in outs).backward()
 
     try:
-        row.fwd_ms = best_time(fwd, device, repeats)
-        row.fwd_mem_mb = mem.measure(fwd)
+        row.fwd_ms, row.fwd_mem_mb = time_and_memory(fwd, device, mem, repeats)
         if train:
-            row.fwd_bwd_ms = best_time(fwd_bwd, device, repeats)
-            clear_grads()
-            row.train_mem_mb = mem.measure(fwd_bwd)
+            # A slow forward has warmed up every kernel the backward needs too.
+            row.fwd_bwd_ms, row.train_mem_mb = time_and_memory(
+                fwd_bwd, device, mem, repeats, warm=row.fwd_ms > 3000)
             clear_grads()
     except (RuntimeError, MemoryError) as err:  # e.g. CUDA OOM: record and go on
         row.note = f'failed: {str(err).splitlines()[0][:80]}'
@@ -290,6 +300,8 @@ def backbone_suite(args, device, mem, progress) -> list[Row]:
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         for size in args.backbone_sizes:
+            if name not in args.full_sweep and size > args.others_max_size:
+                continue
             progress(f'backbone {name} @ {size}px')
             gen = torch.Generator().manual_seed(0)
             img = torch.randn(args.backbone_batch, 3, size, size, generator=gen).to(device)
@@ -460,6 +472,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='skip O(N^2) mixers above this many tokens')
     p.add_argument('--backbone-sizes', type=int, nargs='+', default=[224, 512, 768, 1024])
     p.add_argument('--backbone-batch', type=int, default=1)
+    p.add_argument('--full-sweep', nargs='+', default=['VVT-S', 'PVTv2-b2'],
+                   help='backbones measured at every size; the others stop at '
+                   '--others-max-size (CPU time)')
+    p.add_argument('--others-max-size', type=int, default=512)
     p.add_argument('--backbones', nargs='+', default=None,
                    help=f'subset of {list(BACKBONES)} (default: all)')
     args = p.parse_args(argv)
