@@ -506,6 +506,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
             def progress(msg: str) -> None:
                 bar.update(task, description=msg)
+                if not bar.console.is_terminal:  # logs get one line per case
+                    print(f'[{time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr,
+                          flush=True)
 
             rows += suites[name](args, device, mem, progress)
             bar.advance(task)

@@ -19,7 +19,14 @@ Two exact implementations live here:
   ``k v^T``, and query ``i`` needs ``q_i^T (M_{u_i} + P_{r_i})`` with
   ``M_u = cos a_u KV_cos_a + sin a_u KV_sin_a`` (``P_r`` likewise for columns).
   That is ``4 N d^2`` multiply-adds and no ``N x 4d`` tensor; a ones column
-  appended to ``v`` yields the normaliser from the same products.
+  appended to ``v`` yields the normaliser from the same products. It is a
+  custom autograd function that keeps only ``q, k, v``, the small state and
+  the ``N x (d+1)`` products for backward, and walks the grid in cache-sized
+  blocks of rows; at 128x128 tokens (d=48) its forward+backward peak memory is
+  about 0.3x the reference's.
+* :func:`vicinity_attention` dispatches: the fused Triton forward
+  (:mod:`vvt_mm.ops.vicinity_triton`) on CUDA when Triton imports, else the
+  separable torch path.
 
 Both apply the official ``abs_clamp`` (``sign(t) * clamp(|t|, 1e-4, 1e4)``) at the
 same points (key-value state, normaliser, output before and after
