@@ -4,6 +4,9 @@ Official keys (github Chenglin-Yang/LVT, ``lite_vision_transformer``):
 ``backbone.{s}.0.{proj,norm}.*`` (patch embedding), ``backbone.{s}.1.{b}.*``
 (blocks: ``norm1``, ``attn``, ``norm2``, ``mlp``), then either ``norm.*`` +
 ``head.*`` (classification) or ``downstream_norms.{s}.*`` (dense prediction).
+The released ImageNet model is ``lvt_cls``: the same backbone plus a VOLO-style
+classifier (``cls_token``, two class-attention ``post_network`` blocks,
+``aux_head`` for token labelling) before ``norm`` and ``head``.
 """
 from __future__ import annotations
 
@@ -58,7 +61,10 @@ def convert_lvt(state_dict: Mapping) -> OrderedDict:
     * CSA: ``attn.attn`` -> ``attn.attn_logits``; the grouped 1x1 conv
       ``attn.weight.weight`` ``(9C, C, 1, 1)`` -> ``attn.value_weight`` ``(9, C, C)``.
     * ``downstream_norms.{s}`` -> ``norm{s}``; the classifier's final ``norm``
-      (a LayerNorm on the last stage) -> ``norm{last}``; ``head`` -> ``head.fc``.
+      (a LayerNorm on the last stage's tokens) -> ``norm{last}``; ``head`` ->
+      ``head.fc``; the ``lvt_cls`` classifier (``cls_token``, ``post_network``,
+      ``aux_head``) -> under ``head.``, which a backbone loader drops (we do not
+      port that classifier; see ``configs/lvt_in1k.py``).
 
     Unknown keys raise, so a silent partial conversion is impossible.
     """
@@ -78,6 +84,8 @@ def convert_lvt(state_dict: Mapping) -> OrderedDict:
             new = f'norm{last}.' + key[len('norm.'):]
         elif key.startswith('head.'):
             new = 'head.fc.' + key[len('head.'):]
+        elif key.startswith(('post_network.', 'aux_head.')) or key == 'cls_token':
+            new = 'head.' + key  # the VOLO-style classifier of `lvt_cls`
         else:
             raise KeyError(f'unexpected key {key!r} in an official LVT checkpoint; is this '
                            'really an LVT state dict?')

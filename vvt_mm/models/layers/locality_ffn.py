@@ -9,10 +9,30 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
 from torch import Tensor
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward hands a contiguous gradient to the layers below.
+
+    Blocks read this FFN's output as tokens (``flatten(2).transpose(1, 2)``), so
+    the gradient arriving here is a transposed view. For a batch of one its
+    strides are ``(C, 1, W*C, C)``, and torch 2.x's CPU eval-mode BatchNorm
+    backward returns a wrong input gradient for them (float32 and float64;
+    batches of 2+ are fine). A contiguous copy of the gradient avoids it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.contiguous()
 
 
 class HiddenSE(BaseModule):
@@ -108,4 +128,5 @@ class LocalityFFN(BaseModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """NCHW in, NCHW out."""
-        return x + self.project(self.channel_attn(self.dwconv(self.expand(x))))
+        out = x + self.project(self.channel_attn(self.dwconv(self.expand(x))))
+        return _ContiguousGrad.apply(out)
