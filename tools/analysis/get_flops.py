@@ -117,6 +117,22 @@ class TensorForward(nn.Module):
         return self.model(x, mode='tensor')
 
 
+def separable_vicinity_flops(inputs: list, outputs: list) -> int:
+    """Multiply-adds of the separable vicinity core (a custom autograd Function).
+
+    The tracer cannot see inside it, so it is counted from its ``(G, H, W, d)``
+    q and k maps: per group, the row and column ``k (v|1)^T`` sums
+    (``2 Nk d (d+1)``), their trigonometric weighting into the four states
+    (``2 (Hk + Wk) d (d+1)``), the per-row/column query matrices
+    (``2 (H + W) d (d+1)``) and the query products (``2 N d (d+1)``).
+    """
+    from mmengine.analysis.jit_handles import get_shape
+    groups, h, w, dim = get_shape(inputs[0])
+    _, hk, wk, _ = get_shape(inputs[1])
+    per_pair = dim * (dim + 1)
+    return groups * per_pair * 2 * (hk * wk + hk + wk + h + w + h * w)
+
+
 def count(model: nn.Module, scope: str, shape: tuple[int, int],
           table_depth: int = 0) -> dict:
     """Parameters and FLOPs of ``model`` on a ``1 x 3 x H x W`` input."""
@@ -128,6 +144,7 @@ def count(model: nn.Module, scope: str, shape: tuple[int, int],
     analyzer = FlopAnalyzer(wrapper, (inputs, ))
     # Element-wise ops are uncounted by convention; do not warn about each one.
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    analyzer.set_op_handle(**{'prim::PythonOp._SeparableVicinity': separable_vicinity_flops})
     with torch.no_grad():
         flops = analyzer.total()
     result = dict(flops=flops, params=sum(p.numel() for p in model.parameters()),
