@@ -37,8 +37,14 @@ def build_attention(cfg: dict, **default_args) -> nn.Module:
     if not isinstance(cfg, dict) or 'type' not in cfg:
         raise TypeError(f"attn_cfg must be a dict with a 'type' key, got {cfg!r}; valid "
                         f'types: {_describe_choices()}')
-    attn_type = cfg['type']
-    if isinstance(attn_type, str) and ATTENTIONS.get(attn_type) is None:
+    args = copy.deepcopy(dict(cfg))
+    attn_type = args.pop('type')
+    # Looked up in our own registry directly: ``Registry.build`` would first
+    # search the caller's default scope (mmseg/mmpretrain/...) and warn.
+    cls = attn_type if isinstance(attn_type, type) else ATTENTIONS.module_dict.get(attn_type)
+    if cls is None:
         raise ValueError(f'unknown attention type {attn_type!r}; valid types: '
                          f'{_describe_choices()}')
-    return ATTENTIONS.build(copy.deepcopy(cfg), default_args=default_args)
+    for key, value in default_args.items():
+        args.setdefault(key, value)
+    return cls(**args)
