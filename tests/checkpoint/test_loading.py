@@ -3,6 +3,7 @@ honestly."""
 from __future__ import annotations
 
 import datetime
+import pickle
 
 import pytest
 import torch
@@ -137,3 +138,24 @@ def test_weights_with_nan_are_refused(tmp_path):
     torch.save(state, path)
     with pytest.raises(RuntimeError, match=r'NaN/inf values in 2 tensors.*earlier checkpoint'):
         load_pretrained(Net(), str(path))
+
+
+def test_checkpoint_of_an_mmengine_training_run_loads_as_pretrained(tmp_path):
+    # What mmengine's Runner saves besides weights: HistoryBuffers of numpy
+    # arrays and numpy scalars. torch's default weights_only refuses them.
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    source = Net()
+    history = HistoryBuffer()
+    history.update(0.5)
+    path = tmp_path / 'iter_4.pth'
+    torch.save({'meta': {'iter': 4, 'best': np.float64(0.25)},
+                'state_dict': {f'backbone.{k}': v for k, v in source.state_dict().items()},
+                'message_hub': {'log_scalars': {'train/loss': history}}}, path)
+    with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
+        torch.load(path, weights_only=True)
+    model = Net()
+    report = load_pretrained(model, str(path), prefix='backbone.')
+    assert report.match_ratio == 1.0
+    assert torch.equal(model.fc.weight, source.fc.weight)

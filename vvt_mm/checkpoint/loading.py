@@ -1,9 +1,11 @@
 """Read checkpoints safely and load them into a model with an honest report.
 
 * Files are read with ``torch.load(weights_only=True)``: a downloaded file cannot
-  run code. A file that needs arbitrary unpickling is refused with the way to opt
-  in (``allow_unsafe=True`` or ``VVT_MM_ALLOW_UNSAFE_CHECKPOINT=1``) for files
-  the user trusts.
+  run code. Checkpoints written by mmengine (mmseg/mmdet/mmpretrain training
+  runs) load too, through a minimal allowlist (:mod:`.safe_globals`). A file
+  that needs arbitrary unpickling is refused with the way to opt in
+  (``allow_unsafe=True`` or ``VVT_MM_ALLOW_UNSAFE_CHECKPOINT=1``) for files the
+  user trusts.
 * Loading reports what matched, what was missing, unexpected or of another
   shape, and raises when (almost) nothing matched -- the classic silent failure
   of a wrong prefix or a wrong model.
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
+
+from .safe_globals import mmengine_safe_globals
 
 UNSAFE_ENV = 'VVT_MM_ALLOW_UNSAFE_CHECKPOINT'
 
@@ -95,8 +99,9 @@ def read_checkpoint(path: str, map_location: str | torch.device = 'cpu',
     if allow_unsafe is None:
         allow_unsafe = os.environ.get(UNSAFE_ENV, '') == '1'
     if path.startswith(('http://', 'https://')):
-        return torch.hub.load_state_dict_from_url(path, map_location=map_location,
-                                                  weights_only=not allow_unsafe)
+        with torch.serialization.safe_globals(mmengine_safe_globals()):
+            return torch.hub.load_state_dict_from_url(path, map_location=map_location,
+                                                      weights_only=not allow_unsafe)
     if os.path.isdir(path):
         raise IsADirectoryError(f'checkpoint {path!r} is a folder; point to the .pth file '
                                 'inside it')
@@ -109,7 +114,11 @@ def read_checkpoint(path: str, map_location: str | torch.device = 'cpu',
             f'checkpoint {path!r} is corrupted or truncated ({problem}); re-download or '
             're-save it')
     try:
-        return torch.load(path, map_location=map_location, weights_only=not allow_unsafe)
+        # Checkpoints saved by mmengine (any mmseg/mmdet/mmpretrain training run)
+        # need a few numpy/HistoryBuffer globals: see safe_globals.py.
+        with torch.serialization.safe_globals(mmengine_safe_globals()):
+            return torch.load(path, map_location=map_location,
+                              weights_only=not allow_unsafe)
     except pickle.UnpicklingError as err:
         if allow_unsafe:
             raise CorruptCheckpointError(

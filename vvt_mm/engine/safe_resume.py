@@ -8,13 +8,9 @@ calls it without the argument, and its own checkpoints hold more than tensors
 The tempting fix, ``weights_only=False``, would let any checkpoint run code on
 load -- and work dirs are exactly where people drop checkpoints downloaded
 from a model zoo or copied from a colleague. Instead we keep ``weights_only``
-and allowlist exactly the globals an mmengine checkpoint contains (found by
-saving a real one: :data:`MMENGINE_CHECKPOINT_GLOBALS`). The one risky
-name, ``builtins.getattr`` (``HistoryBuffer`` pickles its statistics methods as
-``getattr(HistoryBuffer, 'mean')``), is answered by a stand-in that resolves
-only those methods: torch already refuses to *call* anything not allowlisted,
-and the stand-in keeps a crafted file from even fetching other attributes
-(e.g. ``ndarray.tofile``).
+and allowlist exactly the globals an mmengine checkpoint contains (see
+:mod:`vvt_mm.checkpoint.safe_globals`: found by saving a real one, with a
+restricted stand-in for the one risky name, ``builtins.getattr``).
 
 :func:`enable_safe_resume` routes every mmengine checkpoint read (``--resume``,
 ``load_from``) through :func:`vvt_mm.checkpoint.read_checkpoint` with that
@@ -27,72 +23,19 @@ import functools
 import logging
 import os
 import os.path as osp
-import pickle
 import re
 from collections.abc import Callable
 
-import numpy as np
 import torch
-from mmengine.logging import HistoryBuffer, print_log
+from mmengine.logging import print_log
 
 from vvt_mm.checkpoint.loading import CorruptCheckpointError, checkpoint_problem, read_checkpoint
+from vvt_mm.checkpoint.safe_globals import MMENGINE_CHECKPOINT_GLOBALS, mmengine_safe_globals
 
 __all__ = [
     'MMENGINE_CHECKPOINT_GLOBALS', 'enable_safe_resume', 'find_resumable_checkpoint',
     'is_intact_checkpoint', 'mmengine_safe_globals'
 ]
-
-# Names ``torch.serialization.get_unsafe_globals_in_checkpoint`` reports for a
-# checkpoint saved by mmengine 0.10's Runner (numpy 2.x); kept in sync by
-# tests/reliability/test_safe_resume.py.
-MMENGINE_CHECKPOINT_GLOBALS = (
-    'mmengine.logging.history_buffer.HistoryBuffer',
-    'numpy.ndarray',
-    'numpy.dtype',
-    'numpy._core.multiarray._reconstruct',
-    'numpy._core.multiarray.scalar',
-    'builtins.getattr',
-)
-
-
-# HistoryBuffer's built-in statistics; registered custom ones are allowed too.
-_DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')
-
-# numpy scalars and arrays are rebuilt by BUILD on their dtype, so torch asks for
-# the dtype's class as well; plain numeric dtypes are inert descriptions of bytes.
-_NUMERIC_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32',
-                   'uint64', 'float16', 'float32', 'float64')
-
-
-def _history_buffer_getattr(obj: object, name: str) -> Callable:
-    """``getattr`` restricted to ``HistoryBuffer``'s statistics methods."""
-    allowed = set(_DEFAULT_STATISTICS) | set(HistoryBuffer._statistics_methods)
-    if obj is HistoryBuffer and name in allowed:
-        return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(
-        f'checkpoint asks for getattr({obj!r}, {name!r}); under weights_only only '
-        "HistoryBuffer's statistics methods are allowed")
-
-
-def mmengine_safe_globals() -> list:
-    """The allowlist for ``torch.serialization.safe_globals``.
-
-    numpy 1.x wrote ``numpy.core.multiarray``; numpy 2 moved it to
-    ``numpy._core`` (the old name still imports), so both spellings map to
-    the same functions and old checkpoints resume too.
-    """
-    multiarray = np._core.multiarray  # numpy >= 2
-    return [
-        HistoryBuffer,
-        np.ndarray,
-        np.dtype,
-        multiarray._reconstruct,
-        multiarray.scalar,
-        (multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
-        (multiarray.scalar, 'numpy.core.multiarray.scalar'),
-        (_history_buffer_getattr, 'builtins.getattr'),
-        *(type(np.dtype(name)) for name in _NUMERIC_DTYPES),
-    ]
 
 
 def is_intact_checkpoint(path: str) -> bool:
