@@ -18,7 +18,9 @@ Fig. 8 / Fig. 11 style) into ``--out``:
 
 Time is the best of a few calls after one warm-up (the minimum is the least
 disturbed by other processes on a shared machine); calls slower than 3 s are
-not repeated. Peak memory is what the
+not repeated. On CPU with one thread (the default) the clock is the calling
+thread's CPU time, so time spent waiting for a core held by another process
+is not counted (``--clock wall`` to change). Peak memory is what the
 measured call adds on top of what already exists (model, inputs):
 
 * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
@@ -108,15 +110,20 @@ class PeakMemory:
         return (self._status('VmHWM') - base) / MB
 
 
+# Clock of every measurement: wall time, or (CPU, one thread) the CPU time of
+# the calling thread -- see ``--clock``.
+CLOCK: Callable[[], float] = time.perf_counter
+
+
 def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall time of one call in ms (synchronised on CUDA)."""
+    """Time of one call in ms (synchronised on CUDA)."""
     if device.type == 'cuda':
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = CLOCK()
     fn()
     if device.type == 'cuda':
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1e3
+    return (CLOCK() - start) * 1e3
 
 
 def time_and_memory(fn: Callable[[], object], device: torch.device, mem: PeakMemory,
@@ -129,9 +136,9 @@ def time_and_memory(fn: Callable[[], object], device: torch.device, mem: PeakMem
     while the total stays under ``budget_ms``.
     """
     spent = 0.0 if warm else timed(fn, device)
-    start = time.perf_counter()
+    start = CLOCK()
     peak = mem.measure(fn)
-    best = (time.perf_counter() - start) * 1e3
+    best = (CLOCK() - start) * 1e3
     spent += best
     for _ in range(repeats):
         if spent > budget_ms:
@@ -454,6 +461,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='torch CPU threads; 1 keeps numbers stable on a shared machine '
                    '(OpenMP barriers stall badly when other processes hold the cores); '
                    '0: torch\'s default')
+    p.add_argument('--clock', choices=['auto', 'wall', 'thread'], default='auto',
+                   help='thread: CPU time of the calling thread (time.thread_time), which '
+                   'ignores time spent descheduled while other processes hold the cores; '
+                   'auto: thread on CPU with --threads 1, wall otherwise')
     p.add_argument('--quick', action='store_true', help='tiny sizes: a smoke test')
     p.add_argument('--suites', nargs='+', default=['core', 'attention', 'backbone'],
                    choices=['core', 'attention', 'backbone'])
@@ -492,6 +503,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    global CLOCK
+    clock = args.clock
+    if clock == 'auto':
+        clock = 'thread' if device.type == 'cpu' and torch.get_num_threads() == 1 else 'wall'
+    CLOCK = time.thread_time if clock == 'thread' else time.perf_counter
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     mem = PeakMemory(device)
@@ -513,7 +529,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
             rows += suites[name](args, device, mem, progress)
             bar.advance(task)
 
-    env = (f'device={device} threads={torch.get_num_threads()} torch={torch.__version__} '
+    env = (f'device={device} threads={torch.get_num_threads()} clock={clock} '
+           f'torch={torch.__version__} '
            f'memory={"cuda allocator" if device.type == "cuda" else "VmHWM-VmRSS delta"}')
     parts = [env]
     if 'core' in args.suites:
