@@ -24,13 +24,13 @@ is not counted (``--clock wall`` to change). Peak memory is what the
 measured call adds on top of what already exists (model, inputs):
 
 * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
-* CPU: torch has no CPU allocator statistics, so the process's resident set
-  is used: writing ``5`` to ``/proc/self/clear_refs`` resets the kernel's
-  high-water mark ``VmHWM`` to the current ``VmRSS``; the call's peak is
-  ``VmHWM`` after it minus ``VmRSS`` before it. glibc's mmap threshold is
-  pinned to 64 KiB (``mallopt``) so freed tensors go back to the kernel at
-  once instead of lingering in malloc's heap. This counts every byte torch,
-  oneDNN and MKL touch, at page granularity.
+* CPU: torch has no CPU allocator statistics, so the resident set is used,
+  in a forked child (inheriting model and inputs) so the timed process keeps
+  its normal malloc: the child pins glibc's mmap threshold to 64 KiB
+  (``mallopt``) so freed tensors go back to the kernel at once, writes ``5``
+  to ``/proc/self/clear_refs`` (``VmHWM`` := ``VmRSS``), runs the call once
+  and reports ``VmHWM`` after minus ``VmRSS`` before. This counts every byte
+  torch, oneDNN and MKL touch, at page granularity.
 
 Example::
 
@@ -43,6 +43,7 @@ import argparse
 import csv
 import ctypes
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -73,16 +74,8 @@ class PeakMemory:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.available = True
-        if device.type == 'cpu':
-            try:
-                libc = ctypes.CDLL('libc.so.6')
-                libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: no dynamic growth
-                with open('/proc/self/clear_refs', 'w') as f:
-                    f.write('5')
-                self._status('VmHWM')
-            except (OSError, AttributeError, ValueError):
-                self.available = False
+        self.available = device.type == 'cuda' or (
+            hasattr(os, 'fork') and os.access('/proc/self/clear_refs', os.W_OK))
 
     @staticmethod
     def _status(key: str) -> int:
@@ -94,7 +87,6 @@ class PeakMemory:
 
     def measure(self, fn: Callable[[], object]) -> float:
         if not self.available:
-            fn()
             return float('nan')
         if self.device.type == 'cuda':
             torch.cuda.synchronize()
@@ -103,11 +95,41 @@ class PeakMemory:
             fn()
             torch.cuda.synchronize()
             return (torch.cuda.max_memory_allocated() - base) / MB
-        base = self._status('VmRSS')
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        fn()
-        return (self._status('VmHWM') - base) / MB
+        return self._measure_cpu_in_child(fn)
+
+    def _measure_cpu_in_child(self, fn: Callable[[], object]) -> float:
+        """Run ``fn`` once in a forked child with malloc pinned to mmap.
+
+        The pin (every block >= 64 KiB is its own mapping, returned on free)
+        makes RSS follow live memory, but it also makes every allocation fault
+        in fresh pages -- several times slower -- so it must not touch the
+        timed process: the child inherits the model and inputs copy-on-write,
+        measures, reports through a pipe and exits.
+        """
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            result = 'nan'
+            try:
+                os.close(read_end)
+                ctypes.CDLL('libc.so.6').mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+                base = self._status('VmRSS')
+                with open('/proc/self/clear_refs', 'w') as f:
+                    f.write('5')  # VmHWM := VmRSS
+                fn()
+                result = repr((self._status('VmHWM') - base) / MB)
+            except BaseException:  # noqa: BLE001  (reported as nan)
+                pass
+            finally:
+                os.write(write_end, result.encode())
+                os._exit(0)
+        os.close(write_end)
+        chunks = []
+        while chunk := os.read(read_end, 64):
+            chunks.append(chunk)
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        return float(b''.join(chunks).decode() or 'nan')
 
 
 # Clock of every measurement: wall time, or (CPU, one thread) the CPU time of
@@ -129,23 +151,20 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 def time_and_memory(fn: Callable[[], object], device: torch.device, mem: PeakMemory,
                     repeats: int, warm: bool = False,
                     budget_ms: float = 3000.0) -> tuple[float, float]:
-    """Best time (ms) and the peak memory (MiB) of one warmed-up call.
+    """Best time (ms) over warmed-up calls, and the peak memory (MiB) of one call.
 
-    One warm-up call (skipped when ``warm``: the same kernels already ran), one
-    call measured for memory and time, then up to ``repeats`` more timed calls
-    while the total stays under ``budget_ms``.
+    One warm-up call (skipped when ``warm``: the same kernels already ran),
+    then timed calls while the total stays under ``budget_ms`` (at least one,
+    at most ``repeats + 1``), then one call measured for memory.
     """
     spent = 0.0 if warm else timed(fn, device)
-    start = CLOCK()
-    peak = mem.measure(fn)
-    best = (CLOCK() - start) * 1e3
-    spent += best
-    for _ in range(repeats):
-        if spent > budget_ms:
+    best = float('inf')
+    for i in range(repeats + 1):
+        if i and spent > budget_ms:
             break
         took = timed(fn, device)
         best, spent = min(best, took), spent + took
-    return best, peak
+    return best, mem.measure(fn)
 
 
 @dataclass
@@ -440,7 +459,8 @@ def plot(rows: list[Row], path: Path) -> None:
             ax.plot(xs, ys, marker='o', label=name)
         ax.set_title(title)
         ax.set_xlabel('input resolution (px)')
-        ax.set_yscale('log')
+        # Throughput spans decades; memory on a linear axis shows linear growth.
+        ax.set_yscale('log' if key.endswith('_ms') else 'linear')
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
