@@ -25,7 +25,6 @@ import sys
 import torch
 import torch.nn as nn
 from mmengine.config import Config, DictAction
-from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 
 CONVENTION = ('fvcore convention: 1 multiply-add = 1 FLOP; element-wise ops not counted')
@@ -159,7 +158,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if not osp.isfile(args.config):
         sys.exit(f'error: config file {args.config!r} does not exist')
-    logger = MMLogger.get_instance('get_flops', log_level='WARNING')  # noqa: F841
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
