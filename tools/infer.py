@@ -100,6 +100,9 @@ def build_model(cfg: Config, scope: str, checkpoint_path: str, device: str):
         backbone.init_cfg = None
     if 'pretrained' in cfg.model:
         cfg.model.pretrained = None
+    # As mmengine's Runner does: mmpretrain configs keep it at the top level.
+    if cfg.get('data_preprocessor') is not None:
+        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     registry = importlib.import_module(f'{scope}.registry').MODELS
     with DefaultScope.overwrite_default_scope(scope):
         model = registry.build(cfg.model)

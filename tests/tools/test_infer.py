@@ -42,6 +42,23 @@ def test_classifier_on_official_weights_prints_top5_and_writes_them_on_the_image
     assert drawn.shape == rgb.shape and (drawn != rgb).any()
 
 
+def test_classifier_scores_equal_a_hand_preprocessed_forward(tmp_path):
+    """Mean/std normalisation and RGB order come from the config, as in training."""
+    ckpt = tmp_path / 'vvt_tiny.pth'
+    backbone, head = official_checkpoint(ckpt)
+    image = tmp_path / 'img.png'
+    rgb = write_image(image, 256, 256)  # ResizeEdge(256) keeps it, CenterCrop(224) cuts 16
+    result = infer.main([str(ROOT / 'configs' / 'vvt_t_in1k.py'), str(ckpt), str(image),
+                         '--out', str(tmp_path / 'o.png'), '--device', 'cpu'])
+    crop = torch.from_numpy(rgb[16:240, 16:240].astype(np.float32)).permute(2, 0, 1)
+    mean = torch.tensor([123.675, 116.28, 103.53])[:, None, None]
+    std = torch.tensor([58.395, 57.12, 57.375])[:, None, None]
+    with torch.no_grad():
+        probs = head(backbone(((crop - mean) / std)[None])[-1].mean(dim=(2, 3))).softmax(-1)
+    expected = probs[0].topk(5).values.tolist()
+    assert [score for _, score in result['topk']] == pytest.approx(expected, rel=1e-4)
+
+
 def test_segmentor_overlay_has_the_image_size_and_shows_the_predicted_class(tmp_path):
     # The real Semantic FPN config at a small test scale, random weights except a
     # classifier bias that makes class 3 win everywhere.

@@ -56,6 +56,8 @@ def build_model(cfg: Config) -> tuple[nn.Module, str]:
         from mmengine.utils import import_modules_from_strings
         import_modules_from_strings(**cfg.custom_imports)
     import vvt_mm  # noqa: F401  (register our backbones even without custom_imports)
+    if cfg.get('data_preprocessor') is not None:  # as mmengine's Runner does
+        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     registry = importlib.import_module(f'{scope}.registry').MODELS
     with DefaultScope.overwrite_default_scope(scope):
         model = registry.build(cfg.model)
