@@ -24,13 +24,14 @@ is not counted (``--clock wall`` to change). Peak memory is what the
 measured call adds on top of what already exists (model, inputs):
 
 * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
-* CPU: torch has no CPU allocator statistics, so the resident set is used,
-  in a forked child (inheriting model and inputs) so the timed process keeps
-  its normal malloc: the child pins glibc's mmap threshold to 64 KiB
-  (``mallopt``) so freed tensors go back to the kernel at once, writes ``5``
-  to ``/proc/self/clear_refs`` (``VmHWM`` := ``VmRSS``), runs the call once
-  and reports ``VmHWM`` after minus ``VmRSS`` before. This counts every byte
-  torch, oneDNN and MKL touch, at page granularity.
+* CPU: torch has no CPU allocator statistics, so the resident set is used:
+  for the measured call glibc's mmap threshold is pinned to 64 KiB
+  (``mallopt``) so freed tensors go back to the kernel at once, cached free
+  heap pages are released (``malloc_trim``), ``5`` is written to
+  ``/proc/self/clear_refs`` (``VmHWM`` := ``VmRSS``), and the peak is
+  ``VmHWM`` after minus ``VmRSS`` before. This counts every byte torch,
+  oneDNN and MKL touch, at page granularity. Timed calls run with malloc
+  keeping memory (the pin would slow them several times).
 
 Example::
 
@@ -66,6 +67,7 @@ from vvt_mm.models.attention.vicinity_core import (  # noqa: E402
 )
 
 MB = 1024 * 1024
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
 # --------------------------------------------------------------------------- memory
@@ -74,8 +76,8 @@ class PeakMemory:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.available = device.type == 'cuda' or (
-            hasattr(os, 'fork') and os.access('/proc/self/clear_refs', os.W_OK))
+        self.available = device.type == 'cuda' or os.access('/proc/self/clear_refs',
+                                                             os.W_OK)
 
     @staticmethod
     def _status(key: str) -> int:
@@ -95,41 +97,30 @@ class PeakMemory:
             fn()
             torch.cuda.synchronize()
             return (torch.cuda.max_memory_allocated() - base) / MB
-        return self._measure_cpu_in_child(fn)
+        return self._measure_cpu(fn)
 
-    def _measure_cpu_in_child(self, fn: Callable[[], object]) -> float:
-        """Run ``fn`` once in a forked child with malloc pinned to mmap.
+    def _measure_cpu(self, fn: Callable[[], object]) -> float:
+        """Run ``fn`` once with malloc returning every freed block at once.
 
-        The pin (every block >= 64 KiB is its own mapping, returned on free)
-        makes RSS follow live memory, but it also makes every allocation fault
-        in fresh pages -- several times slower -- so it must not touch the
-        timed process: the child inherits the model and inputs copy-on-write,
-        measures, reports through a pipe and exits.
+        During the call glibc's mmap threshold is pinned to 64 KiB, so RSS
+        follows live memory; the pin makes allocations fault in fresh pages
+        (several times slower), so afterwards malloc is switched to keeping
+        memory (32 MiB mmap threshold, 256 MiB trim threshold, glibc's own
+        steady state) for the timed calls.
         """
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            result = 'nan'
-            try:
-                os.close(read_end)
-                ctypes.CDLL('libc.so.6').mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-                base = self._status('VmRSS')
-                with open('/proc/self/clear_refs', 'w') as f:
-                    f.write('5')  # VmHWM := VmRSS
-                fn()
-                result = repr((self._status('VmHWM') - base) / MB)
-            except BaseException:  # noqa: BLE001  (reported as nan)
-                pass
-            finally:
-                os.write(write_end, result.encode())
-                os._exit(0)
-        os.close(write_end)
-        chunks = []
-        while chunk := os.read(read_end, 64):
-            chunks.append(chunk)
-        os.close(read_end)
-        os.waitpid(pid, 0)
-        return float(b''.join(chunks).decode() or 'nan')
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+        libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+        libc.malloc_trim(0)  # cached free heap pages would hide reuse
+        try:
+            base = self._status('VmRSS')
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')  # VmHWM := VmRSS
+            fn()
+            return (self._status('VmHWM') - base) / MB
+        finally:
+            libc.mallopt(M_MMAP_THRESHOLD, 32 * MB)
+            libc.mallopt(M_TRIM_THRESHOLD, 256 * MB)
 
 
 # Clock of every measurement: wall time, or (CPU, one thread) the CPU time of

@@ -283,7 +283,9 @@ class _SeparableVicinity(torch.autograd.Function):
             state_mask = clamped == kv_part.abs()
             state[..., :dim] = clamped.mul_(kv_part.sign())
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
-        saved = q.new_empty(groups, rows, cols, dim + 1) if SAVE_PRODUCTS else None
+        needs_grad = any(ctx.needs_input_grad[:3])
+        saved = (q.new_empty(groups, rows, cols, dim + 1)
+                 if SAVE_PRODUCTS and needs_grad else None)
         row_trig = _trig(rows, q)
         col_mats = _weigh(_trig(cols, q), state[:, 2:])  # P_r
         for gs, rs in _blocks(groups, rows, cols * (dim + 1)):
