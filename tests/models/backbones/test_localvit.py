@@ -168,22 +168,25 @@ def test_entry_configs_build_the_backbone_their_necks_and_heads_expect(config, s
     from pathlib import Path
 
     from mmengine.config import Config
+    from mmengine.registry import DefaultScope
     registry = pytest.importorskip(f'{scope}.registry').MODELS
     cfg = Config.fromfile(str(Path(__file__).parents[3] / config))
-    assert cfg.custom_imports['imports'] == ['vvt_mm']
-    backbone_cfg = dict(cfg.model.backbone)
-    backbone_cfg.pop('init_cfg', None)
-    backbone_cfg.pop('ffn_norm_cfg', None)  # SyncBN needs a process group
-    backbone = registry.build(backbone_cfg).eval()
-    with torch.no_grad():
-        outs = backbone(torch.randn(1, 3, 64, 48))
-    if scope == 'mmseg':
-        assert cfg.model.neck.in_channels == [o.shape[1] for o in outs]
-        neck_cfg = dict(cfg.model.neck)
-        neck_cfg.pop('norm_cfg', None)
-        pyramid = registry.build(neck_cfg)(outs)
-        # scales 4, 2, 1, 0.5 of the stride-16 grid (4, 3); 0.5 floors 3 to 1
-        assert [p.shape[2:] for p in pyramid] == [(16, 12), (8, 6), (4, 3), (2, 1)]
-        assert cfg.model.decode_head.in_channels == [p.shape[1] for p in pyramid]
-    else:
-        assert outs[0].shape == (1, cfg.model.head.in_channels)
+    # Other tests may leave another library's scope current; build in ours.
+    with DefaultScope.overwrite_default_scope(scope):
+        assert cfg.custom_imports['imports'] == ['vvt_mm']
+        backbone_cfg = dict(cfg.model.backbone)
+        backbone_cfg.pop('init_cfg', None)
+        backbone_cfg.pop('ffn_norm_cfg', None)  # SyncBN needs a process group
+        backbone = registry.build(backbone_cfg).eval()
+        with torch.no_grad():
+            outs = backbone(torch.randn(1, 3, 64, 48))
+        if scope == 'mmseg':
+            assert cfg.model.neck.in_channels == [o.shape[1] for o in outs]
+            neck_cfg = dict(cfg.model.neck)
+            neck_cfg.pop('norm_cfg', None)
+            pyramid = registry.build(neck_cfg)(outs)
+            # scales 4, 2, 1, 0.5 of the stride-16 grid (4, 3); 0.5 floors 3 to 1
+            assert [p.shape[2:] for p in pyramid] == [(16, 12), (8, 6), (4, 3), (2, 1)]
+            assert cfg.model.decode_head.in_channels == [p.shape[1] for p in pyramid]
+        else:
+            assert outs[0].shape == (1, cfg.model.head.in_channels)
