@@ -74,8 +74,11 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 class PeakMemory:
     """Extra peak memory of one call, in MiB (see the module docstring)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, pinned: bool = False) -> None:
         self.device = device
+        self.pinned = pinned and device.type == 'cpu'
+        if self.pinned:  # whole process: exact memory, slower timings
+            ctypes.CDLL('libc.so.6').mallopt(M_MMAP_THRESHOLD, 64 * 1024)
         self.available = device.type == 'cuda' or os.access('/proc/self/clear_refs',
                                                              os.W_OK)
 
@@ -109,6 +112,12 @@ class PeakMemory:
         steady state) for the timed calls.
         """
         libc = ctypes.CDLL('libc.so.6')
+        if self.pinned:
+            base = self._status('VmRSS')
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')
+            fn()
+            return (self._status('VmHWM') - base) / MB
         libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
         libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
         libc.malloc_trim(0)  # cached free heap pages would hide reuse
@@ -476,6 +485,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='thread: CPU time of the calling thread (time.thread_time), which '
                    'ignores time spent descheduled while other processes hold the cores; '
                    'auto: thread on CPU with --threads 1, wall otherwise')
+    p.add_argument('--memory-method', choices=['toggle', 'pinned'], default='toggle',
+                   help='CPU only. toggle: malloc pinned to mmap only around each measured '
+                   'call (timings unaffected; some readings, e.g. with_cp, come out high). '
+                   'pinned: pinned for the whole run (memory exact, validated; timings '
+                   'slowed 2-4x, use them from a toggle run)')
     p.add_argument('--quick', action='store_true', help='tiny sizes: a smoke test')
     p.add_argument('--suites', nargs='+', default=['core', 'attention', 'backbone'],
                    choices=['core', 'attention', 'backbone'])
@@ -521,7 +535,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     CLOCK = time.thread_time if clock == 'thread' else time.perf_counter
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    mem = PeakMemory(device)
+    mem = PeakMemory(device, pinned=args.memory_method == 'pinned')
 
     suites = {'core': core_suite, 'attention': attention_suite, 'backbone': backbone_suite}
     rows: list[Row] = []
@@ -541,6 +555,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             bar.advance(task)
 
     env = (f'device={device} threads={torch.get_num_threads()} clock={clock} '
+           f'memory_method={args.memory_method} '
            f'torch={torch.__version__} '
            f'memory={"cuda allocator" if device.type == "cuda" else "VmHWM-VmRSS delta"}')
     parts = [env]
