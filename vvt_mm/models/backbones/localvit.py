@@ -18,6 +18,7 @@ from vvt_mm.registry import MODELS
 from ..attention.builder import build_attention
 from ..layers.locality_ffn import LocalityFFN
 from ..layers.strided_patch_embed import StridedPatchEmbed
+from .base import StagedBackbone
 from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
 
 
@@ -100,7 +101,7 @@ class LocalViTBlock(BaseModule):
 
 
 @MODELS.register_module()
-class LocalViT(BaseModule):
+class LocalViT(StagedBackbone):
     """LocalViT on DeiT: a plain (single-scale) ViT with locality FFNs.
 
     Multi-scale outputs from a plain ViT: every block works on the same
@@ -214,18 +215,8 @@ class LocalViT(BaseModule):
         return {k: v for k, v in convert_localvit(state_dict).items()
                 if not k.startswith('head.')}
 
-    def init_weights(self) -> None:
-        """timm ViT init (trunc-normal linears and embeddings) or a checkpoint."""
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from vvt_mm.checkpoint import load_pretrained
-            load_pretrained(self, self.init_cfg['checkpoint'],
-                            prefix=self.init_cfg.get('prefix'),
-                            map_location=self.init_cfg.get('map_location', 'cpu'))
-            self._is_init = True
-            return
-        if self.init_cfg is not None:
-            super().init_weights()
-            return
+    def default_init(self) -> None:
+        """timm ViT init (trunc-normal linears and embeddings)."""
         nn.init.trunc_normal_(self.pos_embed, std=.02)
         nn.init.trunc_normal_(self.cls_token, std=.02)
         for m in self.modules():
@@ -233,7 +224,6 @@ class LocalViT(BaseModule):
                 trunc_normal_init(m, std=.02, bias=0.)
             elif isinstance(m, nn.LayerNorm):
                 constant_init(m, val=1.0, bias=0.)
-        self._is_init = True
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return the maps (or class tokens) after the blocks in ``out_indices``."""

@@ -13,6 +13,7 @@ from torch import Tensor
 from vvt_mm.registry import MODELS
 
 from ..layers.strided_patch_embed import StridedPatchEmbed
+from .base import StagedBackbone
 from .localvit import LocalViTBlock, resize_pos_embed
 from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
 
@@ -82,7 +83,7 @@ class LocalViTPVTStage(BaseModule):
 
 
 @MODELS.register_module()
-class LocalViTPVT(BaseModule):
+class LocalViTPVT(StagedBackbone):
     """LocalViT-PVT backbone: PVT-tiny whose MLPs are locality FFNs.
 
     A four-stage pyramid (strides 4/8/16/32) of spatial-reduction attention
@@ -185,18 +186,8 @@ class LocalViTPVT(BaseModule):
         return {k: v for k, v in convert_localvit_pvt(state_dict).items()
                 if not k.startswith('head.')}
 
-    def init_weights(self) -> None:
-        """PVT init (trunc-normal linears and embeddings) or a checkpoint."""
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from vvt_mm.checkpoint import load_pretrained
-            load_pretrained(self, self.init_cfg['checkpoint'],
-                            prefix=self.init_cfg.get('prefix'),
-                            map_location=self.init_cfg.get('map_location', 'cpu'))
-            self._is_init = True
-            return
-        if self.init_cfg is not None:
-            super().init_weights()
-            return
+    def default_init(self) -> None:
+        """PVT init (trunc-normal linears and embeddings)."""
         nn.init.trunc_normal_(self.cls_token, std=.02)
         for stage in self.stages:
             nn.init.trunc_normal_(stage.pos_embed, std=.02)
@@ -205,18 +196,6 @@ class LocalViTPVT(BaseModule):
                 trunc_normal_init(m, std=.02, bias=0.)
             elif isinstance(m, nn.LayerNorm):
                 constant_init(m, val=1.0, bias=0.)
-        self._is_init = True
-
-    def _freeze_stages(self) -> None:
-        for stage in self.stages[:max(self.frozen_stages, 0)]:
-            stage.eval()
-            for param in stage.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> LocalViTPVT:
-        super().train(mode)
-        self._freeze_stages()
-        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return NCHW maps of the stages in ``out_indices`` (strides 4/8/16/32)."""

@@ -21,6 +21,7 @@ from ..layers.lvt_attention import (
     ConvolutionalSelfAttention,
     RecursiveAtrousSelfAttention,
 )
+from .base import StagedBackbone
 from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
 
 
@@ -111,7 +112,7 @@ class LVTStage(BaseModule):
 
 
 @MODELS.register_module()
-class LVT(BaseModule):
+class LVT(StagedBackbone):
     """Lite Vision Transformer backbone (the published 3.4M-parameter model).
 
     Four stages at strides 4/8/16/32: Convolutional Self-Attention in stage 1,
@@ -204,18 +205,8 @@ class LVT(BaseModule):
             return None
         return {k: v for k, v in convert_lvt(state_dict).items() if not k.startswith('head.')}
 
-    def init_weights(self) -> None:
-        """Official init (trunc-normal linears, fan-out normal convs) or a checkpoint."""
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from vvt_mm.checkpoint import load_pretrained
-            load_pretrained(self, self.init_cfg['checkpoint'],
-                            prefix=self.init_cfg.get('prefix'),
-                            map_location=self.init_cfg.get('map_location', 'cpu'))
-            self._is_init = True
-            return
-        if self.init_cfg is not None:
-            super().init_weights()
-            return
+    def default_init(self) -> None:
+        """Official init (trunc-normal linears, fan-out normal convs)."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_init(m, std=.02, bias=0.)
@@ -226,18 +217,6 @@ class LVT(BaseModule):
                 normal_init(m, mean=0, std=math.sqrt(2.0 / fan_out), bias=0)
             elif isinstance(m, AtrousDepthwiseConv):
                 nn.init.kaiming_uniform_(m.weight)
-        self._is_init = True
-
-    def _freeze_stages(self) -> None:
-        for stage in self.stages[:max(self.frozen_stages, 0)]:
-            stage.eval()
-            for param in stage.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> LVT:
-        super().train(mode)
-        self._freeze_stages()
-        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return normed NCHW maps of the stages in ``out_indices`` (strides 4/8/16/32)."""

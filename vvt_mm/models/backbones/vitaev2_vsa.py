@@ -15,6 +15,7 @@ from vvt_mm.registry import MODELS
 
 from ..layers.varied_size_window_attention import VariedSizeWindowAttention
 from ..layers.vitaev2_cells import NormalCell, ReductionCell
+from .base import StagedBackbone
 from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
 
 # PCM conv groups, shared by every official variant.
@@ -47,7 +48,7 @@ class ViTAEv2VSAStage(BaseModule):
 
 
 @MODELS.register_module()
-class ViTAEv2VSA(BaseModule):
+class ViTAEv2VSA(StagedBackbone):
     """ViTAEv2 backbone whose cells attend with Varied-Size Window Attention.
 
     Four stages at strides 4/8/16/32. Each stage starts with a reduction cell
@@ -180,15 +181,8 @@ class ViTAEv2VSA(BaseModule):
         return {k: v for k, v in convert_vitaev2_vsa(state_dict).items()
                 if not k.startswith('head.')}
 
-    def init_weights(self) -> None:
-        """Official init (trunc-normal linears, unit norms) or a checkpoint."""
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            self._load_pretrained(self.init_cfg)
-            self._is_init = True
-            return
-        if self.init_cfg is not None:
-            super().init_weights()
-            return
+    def default_init(self) -> None:
+        """Official init (trunc-normal linears, unit norms)."""
         # Convolutions keep PyTorch's default init, as officially.
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -198,9 +192,8 @@ class ViTAEv2VSA(BaseModule):
             elif isinstance(m, VariedSizeWindowAttention):
                 m.reset_sampling_parameters()
                 trunc_normal_(m.relative_position_bias_table, std=.02)
-        self._is_init = True
 
-    def _load_pretrained(self, init_cfg: dict) -> None:
+    def load_pretrained_cfg(self, init_cfg: dict) -> None:
         """Load ``init_cfg['checkpoint']``, preferring its EMA weights.
 
         Official ImageNet checkpoints (timm trainer) hold ``state_dict`` and
@@ -220,17 +213,6 @@ class ViTAEv2VSA(BaseModule):
                 checkpoint = ema
         load_pretrained(self, checkpoint, prefix=init_cfg.get('prefix'),
                         map_location=map_location)
-
-    def _freeze_stages(self) -> None:
-        for stage in self.stages[:max(self.frozen_stages, 0)]:
-            stage.eval()
-            for param in stage.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> ViTAEv2VSA:
-        super().train(mode)
-        self._freeze_stages()
-        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """NCHW maps of the stages in ``out_indices``, of size ``ceil(H / stride)``."""

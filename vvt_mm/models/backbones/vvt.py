@@ -18,6 +18,7 @@ from vvt_mm.registry import MODELS
 
 from ..attention.builder import build_attention
 from ..layers import ConvFFN, OverlapPatchEmbed
+from .base import StagedBackbone
 from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
 
 
@@ -105,7 +106,7 @@ class VVTStage(BaseModule):
 
 
 @MODELS.register_module()
-class VVT(BaseModule):
+class VVT(StagedBackbone):
     """Vicinity Vision Transformer backbone.
 
     A four-stage pyramid (strides 4/8/16/32) of Vicinity Attention Blocks:
@@ -212,18 +213,8 @@ class VVT(BaseModule):
             return None
         return {k: v for k, v in convert_vvt(state_dict).items() if not k.startswith('head.')}
 
-    def init_weights(self) -> None:
-        """Official init (trunc-normal linears, fan-out normal convs) or a checkpoint."""
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from vvt_mm.checkpoint import load_pretrained
-            load_pretrained(self, self.init_cfg['checkpoint'],
-                            prefix=self.init_cfg.get('prefix'),
-                            map_location=self.init_cfg.get('map_location', 'cpu'))
-            self._is_init = True
-            return
-        if self.init_cfg is not None:
-            super().init_weights()
-            return
+    def default_init(self) -> None:
+        """Official init (trunc-normal linears, fan-out normal convs)."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_init(m, std=.02, bias=0.)
@@ -232,18 +223,6 @@ class VVT(BaseModule):
             elif isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
                 normal_init(m, mean=0, std=math.sqrt(2.0 / fan_out), bias=0)
-        self._is_init = True
-
-    def _freeze_stages(self) -> None:
-        for stage in self.stages[:max(self.frozen_stages, 0)]:
-            stage.eval()
-            for param in stage.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> VVT:
-        super().train(mode)
-        self._freeze_stages()
-        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return NCHW maps of the stages in ``out_indices`` (strides 4/8/16/32)."""
