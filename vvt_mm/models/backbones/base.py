@@ -1,9 +1,25 @@
 """Behaviour every vvt_mm backbone shares: pretrained loading and frozen stages."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
+import torch.nn as nn
 from mmengine.model import BaseModule
+from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
+
+
+def pvt_v2_init(module: nn.Module) -> None:
+    """PVTv2's random init, which VVT and LVT inherit: trunc-normal linears,
+    unit LayerNorms and fan-out normal convs (biases zero)."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_init(module, std=.02, bias=0.)
+    elif isinstance(module, nn.LayerNorm):
+        constant_init(module, val=1.0, bias=0.)
+    elif isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        fan_out = kh * kw * module.out_channels // module.groups
+        normal_init(module, mean=0, std=math.sqrt(2.0 / fan_out), bias=0)
 
 
 class StagedBackbone(BaseModule):

@@ -1,7 +1,6 @@
 """Lite Vision Transformer (LVT), Yang et al., CVPR 2022 (arXiv 2112.10809)."""
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -10,7 +9,6 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
 from torch import Tensor
 
 from vvt_mm.registry import MODELS
@@ -21,7 +19,7 @@ from ..layers.lvt_attention import (
     ConvolutionalSelfAttention,
     RecursiveAtrousSelfAttention,
 )
-from .base import StagedBackbone
+from .base import StagedBackbone, pvt_v2_init
 from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
 
 
@@ -207,15 +205,9 @@ class LVT(StagedBackbone):
 
     def default_init(self) -> None:
         """Official init (trunc-normal linears, fan-out normal convs)."""
+        self.apply(pvt_v2_init)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_init(m, std=.02, bias=0.)
-            elif isinstance(m, nn.LayerNorm):
-                constant_init(m, val=1.0, bias=0.)
-            elif isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                normal_init(m, mean=0, std=math.sqrt(2.0 / fan_out), bias=0)
-            elif isinstance(m, AtrousDepthwiseConv):
+            if isinstance(m, AtrousDepthwiseConv):
                 nn.init.kaiming_uniform_(m.weight)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 
 import torch
@@ -11,14 +10,13 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
 from torch import Tensor
 
 from vvt_mm.registry import MODELS
 
 from ..attention.builder import build_attention
 from ..layers import ConvFFN, OverlapPatchEmbed
-from .base import StagedBackbone
+from .base import StagedBackbone, pvt_v2_init
 from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
 
 
@@ -215,14 +213,7 @@ class VVT(StagedBackbone):
 
     def default_init(self) -> None:
         """Official init (trunc-normal linears, fan-out normal convs)."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_init(m, std=.02, bias=0.)
-            elif isinstance(m, nn.LayerNorm):
-                constant_init(m, val=1.0, bias=0.)
-            elif isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                normal_init(m, mean=0, std=math.sqrt(2.0 / fan_out), bias=0)
+        self.apply(pvt_v2_init)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return NCHW maps of the stages in ``out_indices`` (strides 4/8/16/32)."""
