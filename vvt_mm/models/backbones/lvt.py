@@ -5,7 +5,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
@@ -19,6 +18,7 @@ from ..layers.lvt_attention import (
     ConvolutionalSelfAttention,
     RecursiveAtrousSelfAttention,
 )
+from ..layers.pre_norm_block import PreNormBlock
 from .base import StagedBackbone, pvt_v2_init
 from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
 
@@ -37,7 +37,7 @@ class LinearFFN(BaseModule):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class LVTBlock(BaseModule):
+class LVTBlock(PreNormBlock):
     """Pre-norm block: ``x + mixer(norm1(x))``, ``x + ffn(norm2(x))``.
 
     Args:
@@ -80,15 +80,6 @@ class LVTBlock(BaseModule):
         self.ffn = (ConvFFN(embed_dims, hidden) if ffn_dwconv else
                     LinearFFN(embed_dims, hidden))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def _forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-        return x + self.drop_path(self.ffn(self.norm2(x), hw_shape))
-
-    def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
-        return self._forward(x, hw_shape)
 
 
 class LVTStage(BaseModule):

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
@@ -16,11 +15,12 @@ from vvt_mm.registry import MODELS
 
 from ..attention.builder import build_attention
 from ..layers import ConvFFN, OverlapPatchEmbed
+from ..layers.pre_norm_block import PreNormBlock
 from .base import StagedBackbone, pvt_v2_init
 from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
 
 
-class VVTBlock(BaseModule):
+class VVTBlock(PreNormBlock):
     """Pre-norm transformer block: ``x + attn(norm1(x))``, ``x + ffn(norm2(x))``.
 
     Args:
@@ -57,15 +57,6 @@ class VVTBlock(BaseModule):
         self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
         self.ffn = ConvFFN(embed_dims, int(embed_dims * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def _forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-        return x + self.drop_path(self.ffn(self.norm2(x), hw_shape))
-
-    def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
-        return self._forward(x, hw_shape)
 
 
 class VVTStage(BaseModule):
