@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch.nn as nn
 from mmengine.model import BaseModule
@@ -33,11 +33,21 @@ class StagedBackbone(BaseModule):
     """
 
     frozen_stages: int = -1
+    # ``(is_official, convert)`` of the official checkpoint layout, if any.
+    official_layout: tuple[Callable[[Mapping], bool], Callable[[Mapping], Mapping]] | None = None
 
-    @staticmethod
-    def convert_official(state_dict: Mapping) -> Mapping | None:
-        """Official state dict -> ours; ``None`` when it is already ours."""
-        return None
+    @classmethod
+    def convert_official(cls, state_dict: Mapping) -> dict | None:
+        """Official state dict -> our backbone keys; ``None`` when already ours.
+
+        The converters keep the classifier as ``head.*``; a backbone drops it.
+        """
+        if cls.official_layout is None:
+            return None
+        is_official, convert = cls.official_layout
+        if not is_official(state_dict):
+            return None
+        return {k: v for k, v in convert(state_dict).items() if not k.startswith('head.')}
 
     def default_init(self) -> None:
         """The official random initialisation (override)."""

@@ -13,6 +13,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
 
+from vvt_mm.checkpoint.localvit_keys import convert_localvit, is_official_localvit
 from vvt_mm.registry import MODELS
 
 from ..attention.builder import build_attention
@@ -140,6 +141,8 @@ class LocalViT(StagedBackbone):
             or the official one (converted on load).
     """
 
+    official_layout = (is_official_localvit, convert_localvit)
+
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(
             embed_dims=192, num_heads=4, depth=12, mlp_ratio=4, channel_attn='se',
@@ -205,15 +208,6 @@ class LocalViT(StagedBackbone):
         ])
         if final_norm:
             self.norm = build_norm_layer(dict(type='LN', eps=1e-6), self.embed_dims)[1]
-
-    @staticmethod
-    def convert_official(state_dict: dict) -> dict | None:
-        """Official LocalViT (timm DeiT) state dict -> ours (``None`` if already ours)."""
-        from vvt_mm.checkpoint.localvit_keys import convert_localvit, is_official_localvit
-        if not is_official_localvit(state_dict):
-            return None
-        return {k: v for k, v in convert_localvit(state_dict).items()
-                if not k.startswith('head.')}
 
     def default_init(self) -> None:
         """timm ViT init (trunc-normal linears and embeddings)."""

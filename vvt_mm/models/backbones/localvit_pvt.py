@@ -10,6 +10,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
 
+from vvt_mm.checkpoint.localvit_keys import convert_localvit_pvt, is_official_localvit_pvt
 from vvt_mm.registry import MODELS
 
 from ..layers.strided_patch_embed import StridedPatchEmbed
@@ -111,6 +112,8 @@ class LocalViTPVT(StagedBackbone):
             or the official one (converted on load).
     """
 
+    official_layout = (is_official_localvit_pvt, convert_localvit_pvt)
+
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(
             embed_dims=[64, 128, 320, 512], num_heads=[1, 2, 5, 8], depths=[2, 2, 2, 2],
@@ -176,15 +179,6 @@ class LocalViTPVT(StagedBackbone):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims[-1]))
         self.norm = build_norm_layer(dict(type='LN', eps=1e-6), self.embed_dims[-1])[1]
         self._freeze_stages()
-
-    @staticmethod
-    def convert_official(state_dict: dict) -> dict | None:
-        """Official ``LocalViT_PVT`` state dict -> ours (``None`` if already ours)."""
-        from vvt_mm.checkpoint.localvit_keys import convert_localvit_pvt, is_official_localvit_pvt
-        if not is_official_localvit_pvt(state_dict):
-            return None
-        return {k: v for k, v in convert_localvit_pvt(state_dict).items()
-                if not k.startswith('head.')}
 
     def default_init(self) -> None:
         """PVT init (trunc-normal linears and embeddings)."""

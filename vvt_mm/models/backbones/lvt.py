@@ -10,6 +10,7 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
+from vvt_mm.checkpoint.lvt_keys import convert_lvt, is_official_lvt
 from vvt_mm.registry import MODELS
 
 from ..layers import ConvFFN, OverlapPatchEmbed
@@ -128,6 +129,8 @@ class LVT(StagedBackbone):
             or the official one (converted on load).
     """
 
+    official_layout = (is_official_lvt, convert_lvt)
+
     arch_zoo = {
         'lvt': dict(embed_dims=[64, 64, 160, 256], num_heads=[2, 2, 5, 8],
                     depths=[2, 2, 2, 2], mlp_ratios=[4, 8, 4, 4], sr_ratios=[8, 4, 2, 1],
@@ -185,14 +188,6 @@ class LVT(StagedBackbone):
             self.add_module(f'norm{i}', build_norm_layer(dict(type='LN', eps=1e-5),
                                                          self.embed_dims[i])[1])
         self._freeze_stages()
-
-    @staticmethod
-    def convert_official(state_dict: dict) -> dict | None:
-        """Official LVT state dict -> ours (``None`` if already ours)."""
-        from vvt_mm.checkpoint.lvt_keys import convert_lvt, is_official_lvt
-        if not is_official_lvt(state_dict):
-            return None
-        return {k: v for k, v in convert_lvt(state_dict).items() if not k.startswith('head.')}
 
     def default_init(self) -> None:
         """Official init (trunc-normal linears, fan-out normal convs)."""

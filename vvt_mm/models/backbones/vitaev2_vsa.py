@@ -11,6 +11,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import constant_init, trunc_normal_, trunc_normal_init
 from torch import Tensor
 
+from vvt_mm.checkpoint.vitaev2_keys import convert_vitaev2_vsa, is_official_vitaev2_vsa
 from vvt_mm.registry import MODELS
 
 from ..layers.varied_size_window_attention import VariedSizeWindowAttention
@@ -92,6 +93,8 @@ class ViTAEv2VSA(StagedBackbone):
             EMA weights are taken (``use_ema=False`` in the dict to opt out).
     """
 
+    official_layout = (is_official_vitaev2_vsa, convert_vitaev2_vsa)
+
     arch_zoo = {
         **dict.fromkeys(['s', 'small'], dict(
             embed_dims=[64, 64, 128, 256], token_dims=[64, 128, 256, 512],
@@ -171,15 +174,6 @@ class ViTAEv2VSA(StagedBackbone):
             start += depth
             channels = arch['token_dims'][i]
         self._freeze_stages()
-
-    @staticmethod
-    def convert_official(state_dict: dict) -> dict | None:
-        """Official-layout state dict -> ours (``None`` if already ours)."""
-        from vvt_mm.checkpoint.vitaev2_keys import convert_vitaev2_vsa, is_official_vitaev2_vsa
-        if not is_official_vitaev2_vsa(state_dict):
-            return None
-        return {k: v for k, v in convert_vitaev2_vsa(state_dict).items()
-                if not k.startswith('head.')}
 
     def default_init(self) -> None:
         """Official init (trunc-normal linears, unit norms)."""

@@ -11,6 +11,7 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
+from vvt_mm.checkpoint.vvt_keys import convert_vvt, is_official_vvt
 from vvt_mm.registry import MODELS
 
 from ..attention.builder import build_attention
@@ -120,6 +121,8 @@ class VVT(StagedBackbone):
             or the official one (converted on load).
     """
 
+    official_layout = (is_official_vvt, convert_vvt)
+
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(
             embed_dims=[96, 160, 320, 512], num_heads=[1, 2, 5, 8],
@@ -193,14 +196,6 @@ class VVT(StagedBackbone):
                     with_cp=with_cp))
             start += depth
         self._freeze_stages()
-
-    @staticmethod
-    def convert_official(state_dict: dict) -> dict | None:
-        """Official-layout state dict -> ours (``None`` if already ours)."""
-        from vvt_mm.checkpoint import convert_vvt, is_official_vvt
-        if not is_official_vvt(state_dict):
-            return None
-        return {k: v for k, v in convert_vvt(state_dict).items() if not k.startswith('head.')}
 
     def default_init(self) -> None:
         """Official init (trunc-normal linears, fan-out normal convs)."""
