@@ -20,10 +20,13 @@ Two exact implementations live here:
   ``M_u = cos a_u KV_cos_a + sin a_u KV_sin_a`` (``P_r`` likewise for columns).
   That is ``4 N d^2`` multiply-adds and no ``N x 4d`` tensor; a ones column
   appended to ``v`` yields the normaliser from the same products. It is a
-  custom autograd function that keeps only ``q, k, v``, the small state and
-  the ``N x (d+1)`` products for backward, and walks the grid in cache-sized
-  blocks of rows; at 128x128 tokens (d=48) its forward+backward peak memory is
-  about 0.3x the reference's.
+  custom autograd function with a hand-written backward (the transposes of
+  forward's four batched GEMMs, twice: ``8 N d^2``) that keeps ``q, k, v``,
+  its output, the small state, the per-token normaliser and two 1-byte clamp
+  masks, and walks the grid in cache-sized blocks of rows; at 128x128 tokens
+  (d=48, batch 2) its forward+backward peak memory is about 0.15x the
+  reference's. On CPU its time is bounded by MKL's rate on these small
+  ``(W x d) @ (d x (d+1))`` GEMMs: 12 of them per forward+backward.
 * :func:`vicinity_attention` dispatches: the fused Triton forward
   (:mod:`vvt_mm.ops.vicinity_triton`) on CUDA when Triton imports, else the
   separable torch path.
@@ -173,20 +176,16 @@ def vicinity_attention_torch(q: Tensor, k: Tensor, v: Tensor,
 
 # Tokens handled at once by the separable path: about 1 MiB of fp32 per
 # temporary, so the element-wise passes (ReLU, the clamps and their masks) run
-# out of L2 cache and no N-sized temporary is ever alive.
+# in L2 cache and no N-sized temporary is ever alive.
 BLOCK_ELEMENTS = 1 << 18
-# Keep the ``N x (d+1)`` products (numerator and normaliser) for backward
-# instead of recomputing them: one ``2 N d^2`` product less for ~1.3x the
-# memory of ``q``.
-SAVE_PRODUCTS = True
 
 
 def _blocks(groups: int, rows: int, row_elements: int):
     """``(group slice, row slice)`` pairs tiling a ``(groups, rows)`` grid.
 
     A block is either several whole ``(batch, head)`` maps or some rows of one
-    map; with a single map per block every batched matmul below runs on views
-    (no copies), and small maps are grouped to keep Python overhead low.
+    map, so small maps are grouped (less Python overhead) and large ones are
+    cut into cache-sized slabs.
     """
     slab = rows * row_elements
     if slab <= BLOCK_ELEMENTS:
@@ -212,22 +211,15 @@ def _with_ones(x: Tensor) -> Tensor:
     return torch.cat([x, x.new_ones(x.shape[:-1] + (1, ))], dim=-1)
 
 
-def _grid_matmul(x: Tensor, row_mats: Tensor, col_mats: Tensor) -> Tensor:
-    """``x[g, u, r] @ (row_mats[g, u] + col_mats[g, r])`` for a block of rows.
+def _by_column(x: Tensor) -> Tensor:
+    """``(G, U, W, a)`` -> ``(G, W, U, a)``: each column's tokens as one matrix.
 
-    ``x``: ``(G, U, W, a)``; ``row_mats``: ``(G, U, a, e)``; ``col_mats``:
-    ``(G, W, a, e)``. Two batched matmuls, never the per-token matrices.
+    A view when the block holds one map (batched GEMMs take the strides as
+    they are); with several maps the batch dimensions cannot be merged and a
+    batched matmul on the view would run 3x slower, so it is copied once.
     """
-    out = x @ row_mats
-    out += (x.transpose(1, 2) @ col_mats).transpose(1, 2)
-    return out
-
-
-def _grid_outer(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-row and per-column sums of ``x_j^T y_j`` over a block of rows."""
-    per_row = x.transpose(-2, -1) @ y  # (G, U, a, e)
-    per_col = x.permute(0, 2, 3, 1) @ y.transpose(1, 2)  # (G, W, a, e)
-    return per_row, per_col
+    x_by_col = x.transpose(1, 2)
+    return x_by_col if x.shape[0] == 1 else x_by_col.contiguous()
 
 
 def _weigh(trig: Tensor, mats: Tensor) -> Tensor:
@@ -237,38 +229,68 @@ def _weigh(trig: Tensor, mats: Tensor) -> Tensor:
                                                            mats[:, None, 1])
 
 
+def _grid_matmul(x: Tensor, row_mats: Tensor, col_mats: Tensor,
+                 x_by_col: Tensor | None = None) -> Tensor:
+    """``x[g, u, r] @ (row_mats[g, u] + col_mats[g, r])`` for a block of rows.
+
+    ``x``: ``(G, U, W, a)``; ``row_mats``: ``(G, U, a, e)``; ``col_mats``:
+    ``(G, W, a, e)``. Two batched GEMMs (rows, then columns on ``x_by_col``,
+    see :func:`_by_column`), never the per-token matrices.
+    """
+    out = x @ row_mats
+    if x_by_col is None:
+        x_by_col = _by_column(x)
+    out += (x_by_col @ col_mats).transpose(1, 2)
+    return out
+
+
+def _grid_outer(x: Tensor, y: Tensor, x_by_col: Tensor, y_by_col: Tensor,
+                row_trig: Tensor, state: Tensor, col_state: Tensor) -> None:
+    """Accumulate angle-weighted row sums and plain column sums of ``x_j^T y_j``.
+
+    ``state[:, :2] += sum_u (cos a_u, sin a_u) x_u^T y_u`` (rows of the block)
+    and ``col_state += x_r^T y_r`` per column (weighted once at the end).
+    """
+    per_row = x.transpose(-2, -1) @ y  # (G, U, a, e)
+    state[:, :2] += torch.einsum('ut,gude->gtde', row_trig, per_row)
+    col_state += x_by_col.transpose(-2, -1) @ y_by_col  # (G, W, a, e)
+
+
 def _kv_state(k: Tensor, v: Tensor) -> Tensor:
     """The official ``K'^T [V | 1]`` as four stacked ``d x (d+1)`` blocks.
 
-    ``k``, ``v``: ``(BH, Hk, Wk, d)``. Block order (cos a, sin a, cos b,
-    sin b) follows ``Q'``; built from per-row sums ``R_u`` and per-column sums
-    ``C_r`` of ``k v^T`` (``2 N d^2`` instead of ``4 N d^2``).
+    ``k``, ``v``: ``(BH, Hk, Wk, d)`` before the ReLU. Block order (cos a,
+    sin a, cos b, sin b) follows ``Q'``; built from per-row sums ``R_u`` and
+    per-column sums ``C_r`` of ``k v^T`` (``2 N d^2`` instead of ``4 N d^2``).
     """
     groups, rows, cols, dim = k.shape
     state = k.new_zeros(groups, 4, dim, dim + 1)
     col_kv = k.new_zeros(groups, cols, dim, dim + 1)
     row_trig = _trig(rows, k)
     for gs, rs in _blocks(groups, rows, cols * (dim + 1)):
-        row_kv, blk_col_kv = _grid_outer(F.relu(k[gs, rs]), _with_ones(v[gs, rs]))
-        state[gs, :2] += torch.einsum('ut,gude->gtde', row_trig[rs], row_kv)
-        col_kv[gs] += blk_col_kv
+        k_blk, v_blk = F.relu(k[gs, rs]), _with_ones(v[gs, rs])
+        _grid_outer(k_blk, v_blk, _by_column(k_blk), _by_column(v_blk), row_trig[rs],
+                    state[gs], col_kv[gs])
     state[:, 2:] = torch.einsum('rt,grde->gtde', _trig(cols, k), col_kv)
     return state
 
 
 class _SeparableVicinity(torch.autograd.Function):
-    """Separable vicinity attention saving only ``q, k, v`` and the state.
+    """Separable vicinity attention with a hand-written backward.
 
     Inputs are ``(BH, H, W, d)`` maps. Autograd through plain separable code
-    would keep every ReLU output, product and clamp input (several
-    ``N x d`` tensors). Here backward recomputes them block by block from
-    ``q`` and the small clamped state (plus its clamp mask): one extra
-    ``2 N d^2`` product buys a peak memory of inputs + outputs + gradients.
+    would keep every ReLU output, product, clamp input and sign (several
+    ``N x d`` tensors per clamp). Here forward keeps ``relu(q)``, ``relu(k)``,
+    ``v``, its own output, the small clamped state, the per-token normaliser
+    and two 1-byte clamp masks; backward is eight batched GEMMs (the
+    transposes of forward's four, twice) plus three element-wise passes.
 
     Clamps: the normaliser ``z = 1 / (den + eps)`` is positive (``den`` sums
     products of non-negative features), so ``abs_clamp(abs_clamp(num) * z)``
     is ``sign(num) * clamp(clamp(|num|) * z)`` -- the official value, bit for
-    bit, in fewer passes.
+    bit, in fewer passes. Its derivative in ``num`` is ``z`` where neither
+    clamp is active, and in ``z`` it is ``sign(num) clamp(|num|)`` =
+    ``out / z`` where the outer clamp is inactive.
     """
 
     @staticmethod
@@ -276,86 +298,85 @@ class _SeparableVicinity(torch.autograd.Function):
         groups, rows, cols, dim = q.shape
         state = _kv_state(k, v)
         state_mask = None
+        lo, hi = ABS_CLAMP_MIN, ABS_CLAMP_MAX
         if clamp:
             # The official code clamps K'^T V but not sum_j K'_j (the last column).
             kv_part = state[..., :dim]
-            clamped = kv_part.abs().clamp_(ABS_CLAMP_MIN, ABS_CLAMP_MAX)
+            clamped = kv_part.abs().clamp_(lo, hi)
             state_mask = clamped == kv_part.abs()
             state[..., :dim] = clamped.mul_(kv_part.sign())
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
-        needs_grad = any(ctx.needs_input_grad[:3])
-        saved = (q.new_empty(groups, rows, cols, dim + 1)
-                 if SAVE_PRODUCTS and needs_grad else None)
+        out = q.new_empty(groups, rows, cols, dim)
+        # Per token: the (clamped) normaliser z and dz/d den, for backward.
+        z_keep = q.new_empty(groups, rows, cols, 1)
+        z_grad = q.new_empty(groups, rows, cols, 1)
+        keep_out = keep_num = None
+        if clamp:
+            keep_out = torch.empty_like(out, dtype=torch.bool)
+            keep_num = torch.empty_like(out, dtype=torch.bool)
         row_trig = _trig(rows, q)
         col_mats = _weigh(_trig(cols, q), state[:, 2:])  # P_r
         for gs, rs in _blocks(groups, rows, cols * (dim + 1)):
             row_mats = _weigh(row_trig[rs], state[gs, :2])  # M_u
             prod = _grid_matmul(F.relu(q[gs, rs]), row_mats, col_mats[gs])
             num, z = prod[..., :dim], prod[..., dim:].add_(eps).reciprocal_()
-            if saved is not None:
-                saved[gs, rs] = prod
+            # d(1 / (den + eps)) / d den = -z^2
+            torch.mul(z, z, out=z_grad[gs, rs]).neg_()
             if clamp:
-                z.clamp_(ABS_CLAMP_MIN, ABS_CLAMP_MAX)
-                mag = num.abs().clamp_(ABS_CLAMP_MIN, ABS_CLAMP_MAX).mul_(z)
-                torch.mul(mag.clamp_(ABS_CLAMP_MIN, ABS_CLAMP_MAX), num.sign(),
-                          out=out[gs, rs])
+                z_c = z_keep[gs, rs]
+                torch.clamp(z, lo, hi, out=z_c)
+                z_grad[gs, rs].mul_(z_c == z)
+                mag = num.abs()
+                mag_c = mag.clamp(lo, hi)
+                torch.eq(mag_c, mag, out=keep_num[gs, rs])
+                out_mag = mag_c.mul_(z_c)
+                out_c = out_mag.clamp(lo, hi)
+                torch.eq(out_c, out_mag, out=keep_out[gs, rs])
+                keep_num[gs, rs] &= keep_out[gs, rs]
+                torch.mul(out_c, num.sign(), out=out[gs, rs])
             else:
+                z_keep[gs, rs] = z
                 torch.mul(num, z, out=out[gs, rs])
-        ctx.save_for_backward(q, k, v, state, state_mask, saved)
-        ctx.clamp, ctx.eps = clamp, eps
+        ctx.save_for_backward(q, k, v, state, state_mask, out, z_keep, z_grad,
+                              keep_out, keep_num)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        q, k, v, state, state_mask, saved = ctx.saved_tensors
-        clamp, eps = ctx.clamp, ctx.eps
+        (q, k, v, state, state_mask, out, z_keep, z_grad, keep_out,
+         keep_num) = ctx.saved_tensors
         groups, rows, cols, dim = q.shape
-        lo, hi = ABS_CLAMP_MIN, ABS_CLAMP_MAX
 
         # Query side: gradients of q and of the state (through M_u and P_r).
         grad_q = torch.empty_like(q, memory_format=torch.contiguous_format)
         grad_state = torch.zeros_like(state)
-        grad_col_mats = q.new_zeros(groups, cols, dim, dim + 1)
+        grad_col = q.new_zeros(groups, cols, dim, dim + 1)
         row_trig, col_trig = _trig(rows, q), _trig(cols, q)
-        col_mats = _weigh(col_trig, state[:, 2:])
+        col_mats_t = _weigh(col_trig, state[:, 2:]).transpose(-2, -1)
         for gs, rs in _blocks(groups, rows, cols * (dim + 1)):
+            grad, z = grad_out[gs, rs], z_keep[gs, rs]
+            grad_prod = grad.new_empty(grad.shape[:-1] + (dim + 1, ))
+            if keep_out is not None:
+                grad = grad * keep_out[gs, rs]
+                torch.mul(grad, keep_num[gs, rs], out=grad_prod[..., :dim])
+                grad_prod[..., :dim].mul_(z)
+            else:
+                torch.mul(grad, z, out=grad_prod[..., :dim])
+            # d out / d z = out / z (the outer clamp's mask is already in grad)
+            grad_z = torch.linalg.vecdot(grad, out[gs, rs]).unsqueeze_(-1).div_(z)
+            torch.mul(grad_z, z_grad[gs, rs], out=grad_prod[..., dim:])
+
             q_raw = q[gs, rs]
             q_blk = F.relu(q_raw)
-            row_mats = _weigh(row_trig[rs], state[gs, :2])
-            if saved is None:
-                prod = _grid_matmul(q_blk, row_mats, col_mats[gs])
-                prod[..., dim:].add_(eps).reciprocal_()
-            else:
-                prod = saved[gs, rs]
-            num, z_raw = prod[..., :dim], prod[..., dim:].clone()
-            grad = grad_out[gs, rs]
-            grad_prod = torch.empty_like(prod)
-            if clamp:
-                z = z_raw.clamp(lo, hi)
-                mag = num.abs()
-                mag_c = mag.clamp(lo, hi)
-                keep_num = mag_c == mag
-                out_mag = mag_c * z
-                grad = grad * (out_mag.clamp(lo, hi) == out_mag)
-                grad_z = torch.linalg.vecdot(grad, mag_c.mul_(num.sign())).unsqueeze(-1)
-                grad_z.mul_(z == z_raw)
-                torch.mul(grad, z, out=grad_prod[..., :dim])
-                grad_prod[..., :dim].mul_(keep_num)
-            else:
-                grad_z = torch.linalg.vecdot(grad, num).unsqueeze(-1)
-                torch.mul(grad, z_raw, out=grad_prod[..., :dim])
-            # d(1 / (den + eps)) / d den = -z_raw^2
-            torch.mul(grad_z.mul_(z_raw), z_raw.neg_(), out=grad_prod[..., dim:])
-            grad_q_blk = _grid_matmul(grad_prod, row_mats.transpose(-2, -1),
-                                      col_mats[gs].transpose(-2, -1))
+            q_by_col, grad_by_col = _by_column(q_blk), _by_column(grad_prod)
+            row_mats_t = _weigh(row_trig[rs], state[gs, :2]).transpose(-2, -1)
+            grad_q_blk = _grid_matmul(grad_prod, row_mats_t, col_mats_t[gs], grad_by_col)
             torch.ops.aten.threshold_backward.grad_input(
                 grad_q_blk, q_raw, 0.0, grad_input=grad_q[gs, rs])
-            grad_rows, grad_cols = _grid_outer(q_blk, grad_prod)
-            grad_state[gs, :2] += torch.einsum('ut,gude->gtde', row_trig[rs], grad_rows)
-            grad_col_mats[gs] += grad_cols
-        grad_state[:, 2:] = torch.einsum('rt,grde->gtde', col_trig, grad_col_mats)
-        if clamp:
+            _grid_outer(q_blk, grad_prod, q_by_col, grad_by_col, row_trig[rs], grad_state[gs],
+                        grad_col[gs])
+        grad_state[:, 2:] = torch.einsum('rt,grde->gtde', col_trig, grad_col)
+        if state_mask is not None:
             grad_state[..., :dim] *= state_mask
 
         # Key side: R_u = K_u^T [V_u | 1] and C_r likewise, weighted by the kv angles.
@@ -364,14 +385,15 @@ class _SeparableVicinity(torch.autograd.Function):
         grad_v = torch.empty_like(v, memory_format=torch.contiguous_format)
         row_trig = _trig(k_rows, k)
         grad_col_kv = _weigh(_trig(k_cols, k), grad_state[:, 2:])
+        grad_col_kv_t = grad_col_kv.transpose(-2, -1)
         for gs, rs in _blocks(groups, k_rows, k_cols * (dim + 1)):
-            k_raw = k[gs, rs]
+            k_raw, v_blk = k[gs, rs], _with_ones(v[gs, rs])
+            k_blk = F.relu(k_raw)
             grad_row_kv = _weigh(row_trig[rs], grad_state[gs, :2])
-            grad_k_blk = _grid_matmul(_with_ones(v[gs, rs]), grad_row_kv.transpose(-2, -1),
-                                      grad_col_kv[gs].transpose(-2, -1))
+            grad_k_blk = _grid_matmul(v_blk, grad_row_kv.transpose(-2, -1), grad_col_kv_t[gs])
             torch.ops.aten.threshold_backward.grad_input(
                 grad_k_blk, k_raw, 0.0, grad_input=grad_k[gs, rs])
-            grad_v[gs, rs] = _grid_matmul(F.relu(k_raw), grad_row_kv[..., :dim],
+            grad_v[gs, rs] = _grid_matmul(k_blk, grad_row_kv[..., :dim],
                                           grad_col_kv[gs, ..., :dim])
         return grad_q, grad_k, grad_v, None, None
 
