@@ -233,7 +233,55 @@ def core_suite(args, device, mem, progress) -> list[Row]:
             row = Row('core', name, side, side * side, args.core_batch)
             call = partial(fn, q, k, v, (side, side))
             rows.append(run_case(row, call, [], [q, k, v], device, mem, args.repeats))
+        progress(f'core GEMM floor {side}x{side} tokens')
+        rows.append(gemm_floor(side, args, device))
     return rows
+
+
+GEMM_FLOOR = 'GEMMs only (floor)'
+
+
+def gemm_floor(side: int, args, device: torch.device) -> Row:
+    """Time of the separable core's batched GEMMs alone, on whole maps.
+
+    Forward is four ``2 N d (d+1)``-flop products (row and column sums of
+    ``k [v|1]^T``, then ``q`` times the per-row and per-column matrices) and
+    backward eight (their transposes, for ``q``, the state, ``k`` and ``v``).
+    No implementation of the separable form can beat this row on the same BLAS;
+    the reference divided by it bounds the speed-up reachable here.
+    """
+    groups, dim = args.core_batch * args.core_heads, args.core_dim
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen).to(device)
+
+    by_row = [rand(groups, side, side, dim) for _ in range(2)] + [
+        rand(groups, side, side, dim + 1) for _ in range(2)]  # q|k, [v|1]
+    by_col = [t.transpose(1, 2).contiguous() for t in by_row]
+    mats = rand(groups, side, dim, dim + 1)
+
+    def forward() -> None:
+        for (q, k, v, _), in ((by_row, ), (by_col, )):
+            k.transpose(-2, -1) @ v
+            q @ mats
+
+    def backward() -> None:
+        for (q, k, v, g), in ((by_row, ), (by_col, )):
+            g @ mats.transpose(-2, -1)  # d q
+            q.transpose(-2, -1) @ g  # d state
+            v @ mats.transpose(-2, -1)  # d k
+            k @ mats[..., :dim]  # d v
+
+    def forward_backward() -> None:
+        forward()
+        backward()
+
+    row = Row('core', GEMM_FLOOR, side, side * side, args.core_batch)
+    row.fwd_ms = min(timed(forward, device) for _ in range(args.repeats + 1))
+    row.fwd_bwd_ms = min(timed(forward_backward, device) for _ in range(args.repeats + 1))
+    row.note = 'bound, not an implementation'
+    return row
 
 
 def mixer_configs(args) -> dict[str, dict]:
@@ -335,8 +383,44 @@ def backbone_suite(args, device, mem, progress) -> list[Row]:
             # with_cp only changes training memory; its forward equals VVT-S's.
             rows.append(run_case(row, partial(model, img), params, [], device, mem,
                                  args.repeats))
+            if name in ('VVT-S', 'VVT-S(reference)'):
+                row.extra['core_share'] = attention_core_share(model, img, device)
         del model
     return rows
+
+
+def attention_core_share(model: nn.Module, img: torch.Tensor, device: torch.device) -> float:
+    """Fraction of a no-grad forward spent inside the attention cores.
+
+    Swapping the attention core cannot speed the backbone up by more than
+    ``1 / (1 - share)`` (Amdahl): the check prints that bound next to the
+    measured ratio.
+    """
+    cores = [m for m in model.modules() if hasattr(m, 'attention_core')]
+    inside = [0.0]
+
+    def timing(core: Callable) -> Callable:
+        def run(*args, **kwargs):
+            out = []
+            inside[0] += timed(lambda: out.append(core(*args, **kwargs)), device) / 1e3
+            return out[0]
+        return run
+
+    for m in cores:
+        m.attention_core = timing(m.attention_core)
+    try:
+        with torch.no_grad():
+            model(img)  # warm-up
+            best = float('inf')
+            for _ in range(2):
+                inside[0] = 0.0
+                total = timed(lambda: model(img), device) / 1e3
+                if total < best:
+                    best, share = total, inside[0] / total
+    finally:
+        for m in cores:
+            del m.attention_core  # back to the class method
+    return share
 
 
 # --------------------------------------------------------------------------- report
@@ -408,6 +492,10 @@ def checks(rows: list[Row], args) -> list[str]:
             sp = ratio(ref.fwd_bwd_ms, ours.fwd_bwd_ms)
             line = (f'core {side}x{side} tokens fwd+bwd speed-up vs reference: {sp:.2f}x '
                     f'(need >= {need_t}) {verdict(sp >= need_t)}')
+            floor = idx.get(('core', GEMM_FLOOR, side))
+            if floor:
+                line += (f' [its 12 GEMMs alone: {floor.fwd_bwd_ms:.1f} ms, so at most '
+                         f'{ratio(ref.fwd_bwd_ms, floor.fwd_bwd_ms):.2f}x on this BLAS]')
             if need_m:
                 mr = ratio(ours.train_mem_mb, ref.train_mem_mb)
                 line += (f'; peak memory ours/reference: {mr:.3f} (need <= {need_m:.3f}) '
@@ -416,8 +504,14 @@ def checks(rows: list[Row], args) -> list[str]:
     ours, ref = idx.get(('backbone', 'VVT-S', 512)), idx.get(('backbone', 'VVT-S(reference)', 512))
     if ours and ref:
         sp = ratio(ref.fwd_ms, ours.fwd_ms)
-        lines.append(f'VVT-S forward at 512^2 vs reference attention: {sp:.2f}x '
-                     f'(need >= 1.3) {verdict(sp >= 1.3)}')
+        line = (f'VVT-S forward at 512^2 vs reference attention: {sp:.2f}x '
+                f'(need >= 1.3) {verdict(sp >= 1.3)}')
+        share = ref.extra.get('core_share')
+        if share is not None:
+            line += (f' [the reference cores are {100 * share:.1f}% of that forward, so a '
+                     f'free core gives at most {1 / (1 - share):.2f}x; ours: '
+                     f'{100 * ours.extra.get("core_share", float("nan")):.1f}%]')
+        lines.append(line)
     for name in ('VVT-S', 'PVTv2-b2', 'VVT-S_sr4(VVT_sr)', 'VVT-S(with_cp)', 'Swin-T'):
         pts = [(r.size**2 / 1e6, r.train_mem_mb) for r in rows
                if r.suite == 'backbone' and r.name == name and not math.isnan(r.train_mem_mb)]

@@ -141,13 +141,29 @@ def test_autocast_finite_on_1024_image_stage1_grid(dtype):
     torch.testing.assert_close(out.double(), exact, rtol=1e-2, atol=1e-2)
 
 
-def test_dispatcher_picks_torch_on_cpu_and_rejects_unknown_impl():
-    q, k, v = make_qkv(1, 1, (3, 3), (3, 3), 2, dtype=torch.float32)
-    assert not triton_available(q)
-    torch.testing.assert_close(vicinity_attention(q, k, v, (3, 3)),
-                               vicinity_attention_torch(q, k, v, (3, 3)))
+def test_dispatcher_picks_by_map_size_on_cpu_and_rejects_unknown_impl(monkeypatch):
+    """Small maps go through the official formulation, others the separable one."""
+    from vvt_mm.models.attention import vicinity_core
+    calls = []
+    for name in ('vicinity_attention_torch', 'vicinity_attention_reference'):
+        impl = getattr(vicinity_core, name)
+        monkeypatch.setattr(vicinity_core, name,
+                            lambda *a, _impl=impl, _name=name, **kw: calls.append(_name) or
+                            _impl(*a, **kw))
+    small = make_qkv(1, 1, (3, 3), (3, 3), 2, dtype=torch.float32, grad=True)
+    big = make_qkv(1, 1, (20, 20), (20, 20), 2, dtype=torch.float32, grad=True)
+    assert not triton_available(small[0])
+    out = vicinity_attention(*small, (3, 3))
+    torch.testing.assert_close(out, vicinity_attention_torch(*small, (3, 3)))
+    vicinity_attention(*big, (20, 20))  # 400 tokens with grad: separable
+    with torch.no_grad():
+        vicinity_attention(*big, (20, 20))  # inference on <= 576 tokens: official
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        vicinity_attention(*small, (3, 3))  # autocast: always the fp32 separable path
+    assert calls == ['vicinity_attention_reference', 'vicinity_attention_torch',
+                     'vicinity_attention_reference', 'vicinity_attention_torch']
     with pytest.raises(ValueError, match='impl'):
-        vicinity_attention(q, k, v, (3, 3), impl='cuda')
+        vicinity_attention(*small, (3, 3), impl='cuda')
 
 
 def test_core_rejects_token_counts_that_do_not_fit_the_grid():
