@@ -362,9 +362,17 @@ BACKBONES = ('VVT-S', 'VVT-S(reference)', 'VVT-S_sr4(VVT_sr)', 'VVT-S(with_cp)',
 
 def backbone_suite(args, device, mem, progress) -> list[Row]:
     rows = []
+    warmed = False
     for name, build in backbone_builders().items():
         if args.backbones and name not in args.backbones:
             continue
+        if not warmed and args.backbone_sizes:
+            # The first model timed in a process ran ~20% slower at 512^2 than
+            # the same computation timed later (thread pools, kernel caches and
+            # the heap warming up); one untimed throw-away round evens it out.
+            progress('backbone warm-up (untimed)')
+            warm_up_process(build, min(args.backbone_sizes), args.backbone_batch, device)
+            warmed = True
         try:
             model = build().to(device)
         except (ImportError, ModuleNotFoundError) as err:
@@ -387,6 +395,19 @@ def backbone_suite(args, device, mem, progress) -> list[Row]:
                 row.extra['core_share'] = attention_core_share(model, img, device)
         del model
     return rows
+
+
+def warm_up_process(build: Callable[[], nn.Module], size: int, batch: int,
+                    device: torch.device) -> None:
+    model = build().to(device).train()
+    img = torch.randn(batch, 3, size, size, device=device)
+    for _ in range(2):
+        with torch.no_grad():
+            model(img)
+        outs = model(img)
+        sum(o.float().mean() for o in (outs if isinstance(outs, (tuple, list)) else
+                                        (outs, ))).backward()
+    del model
 
 
 def attention_core_share(model: nn.Module, img: torch.Tensor, device: torch.device) -> float:
