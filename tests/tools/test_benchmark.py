@@ -61,6 +61,13 @@ def test_quick_run_prints_ratios_and_writes_csv_and_png(tmp_path, capsys):
     attention = {n for s, n in names if s == 'attention'}
     assert {'vicinity', 'vicinity(reference)', 'vicinity_sr4(VVT_sr)', 'softmax',
             'spatial_reduction'} <= attention
+    # Backbone memory is re-measured in a fresh, pinned process (exact figures).
+    backbone = [r for r in table if r['suite'] == 'backbone']
+    assert backbone and all(r['note'] == 'memory: fresh process' and
+                            float(r['train_mem_mb']) > float(r['fwd_mem_mb']) > 0
+                            for r in backbone)
+    floor = [r for r in table if r['name'] == bench.GEMM_FLOOR]
+    assert floor and all(0 < float(r['fwd_ms']) < float(r['fwd_bwd_ms']) for r in floor)
     measured = [r for r in table if not r['note']]
     assert measured and all(float(r['fwd_ms']) > 0 for r in measured)
     assert (tmp_path / 'benchmark.png').stat().st_size > 10_000
