@@ -280,10 +280,11 @@ class _SeparableVicinity(torch.autograd.Function):
 
     Inputs are ``(BH, H, W, d)`` maps. Autograd through plain separable code
     would keep every ReLU output, product, clamp input and sign (several
-    ``N x d`` tensors per clamp). Here forward keeps ``relu(q)``, ``relu(k)``,
-    ``v``, its own output, the small clamped state, the per-token normaliser
-    and two 1-byte clamp masks; backward is eight batched GEMMs (the
-    transposes of forward's four, twice) plus three element-wise passes.
+    ``N x d`` tensors per clamp). Here forward keeps ``q``, ``k``, ``v`` (the
+    ReLU is re-applied block by block, in cache), its own output, the small
+    clamped state, the per-token normaliser and two 1-byte clamp masks;
+    backward is eight batched GEMMs (the transposes of forward's four, twice)
+    plus three element-wise passes.
 
     Clamps: the normaliser ``z = 1 / (den + eps)`` is positive (``den`` sums
     products of non-negative features), so ``abs_clamp(abs_clamp(num) * z)``
