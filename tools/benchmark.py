@@ -572,6 +572,13 @@ def checks(rows: list[Row], args) -> list[str]:
                 line += (f'; peak memory ours/reference: {mr:.3f} (need <= {need_m:.3f}) '
                          f'{verdict(mr <= need_m)}')
             lines.append(line)
+    for side in sorted({r.size for r in rows if r.name == 'ours(triton)'}):
+        tri = idx[('core', 'ours(triton)', side)]
+        torch_path = idx.get(('core', 'ours(torch)', side))
+        if torch_path:
+            lines.append(f'core {side}x{side} tokens Triton kernel vs torch path: fwd '
+                         f'{ratio(torch_path.fwd_ms, tri.fwd_ms):.2f}x, fwd+bwd '
+                         f'{ratio(torch_path.fwd_bwd_ms, tri.fwd_bwd_ms):.2f}x faster')
     ours, ref = idx.get(('backbone', 'VVT-S', 512)), idx.get(('backbone', 'VVT-S(reference)', 512))
     if ours and ref:
         sp = ratio(ref.fwd_ms, ours.fwd_ms)

@@ -71,3 +71,27 @@ def test_quick_run_prints_ratios_and_writes_csv_and_png(tmp_path, capsys):
     measured = [r for r in table if not r['note']]
     assert measured and all(float(r['fwd_ms']) > 0 for r in measured)
     assert (tmp_path / 'benchmark.png').stat().st_size > 10_000
+
+
+def test_checks_print_the_bounds_and_the_triton_ratio():
+    """The issue's checks quote the GEMM floor, the Amdahl bound and Triton vs torch."""
+    bench = load_benchmark()
+    row = bench.Row
+    rows = [row('core', 'ours(torch)', 128, 0, 2, fwd_ms=10, fwd_bwd_ms=30, train_mem_mb=20),
+            row('core', 'reference', 128, 0, 2, fwd_ms=20, fwd_bwd_ms=90, train_mem_mb=100),
+            row('core', bench.GEMM_FLOOR, 128, 0, 2, fwd_ms=5, fwd_bwd_ms=25),
+            row('core', 'ours(triton)', 128, 0, 2, fwd_ms=2, fwd_bwd_ms=20),
+            row('backbone', 'VVT-S', 512, 0, 1, fwd_ms=90),
+            row('backbone', 'VVT-S(reference)', 512, 0, 1, fwd_ms=100)]
+    rows[-1].extra['core_share'] = 0.2
+    rows[-2].extra['core_share'] = 0.1
+
+    class Args:
+        backbone_sizes, backbone_batch = [512], 1
+
+    text = '\n'.join(bench.checks(rows, Args()))
+    assert '3.00x (need >= 3.0) PASS [its 12 GEMMs alone: 25.0 ms, so at most 3.60x' in text
+    assert 'peak memory ours/reference: 0.200 (need <= 0.333) PASS' in text
+    assert 'Triton kernel vs torch path: fwd 5.00x, fwd+bwd 1.50x faster' in text
+    assert ('1.11x (need >= 1.3) FAIL [the reference cores are 20.0% of that forward, so a '
+            'free core gives at most 1.25x; ours: 10.0%]') in text
