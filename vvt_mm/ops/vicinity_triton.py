@@ -31,8 +31,8 @@ from vvt_mm.models.attention.vicinity_core import (
     ABS_CLAMP_MIN,
     NORMALISER_EPS,
     _check_shapes,
+    _clamp_kv_state_,
     _kv_state,
-    abs_clamp,
     vicinity_attention_torch,
 )
 
@@ -103,8 +103,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, q_hw: tuple[int, int],
     state = _kv_state(k.float().reshape(bsz * heads, *kv_hw, dim),
                       v.float().reshape(bsz * heads, *kv_hw, dim))
     if clamp:
-        # The official code clamps K'^T V but not sum_j K'_j (the last column).
-        state[..., :dim] = abs_clamp(state[..., :dim])
+        _clamp_kv_state_(state)
     out = torch.empty_like(q3)
     grid = (triton.cdiv(num_tokens, BLOCK_TOKENS), bsz * heads)
     _vicinity_forward_kernel[grid](

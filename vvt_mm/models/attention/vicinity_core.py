@@ -275,6 +275,19 @@ def _kv_state(k: Tensor, v: Tensor) -> Tensor:
     return state
 
 
+def _clamp_kv_state_(state: Tensor) -> Tensor:
+    """The official ``abs_clamp`` of ``K'^T V``, in place; returns where it is inactive.
+
+    The official code clamps ``K'^T V`` but not ``sum_j K'_j`` (the last
+    column of the state), so that column is left alone.
+    """
+    kv_part = state[..., :-1]
+    clamped = kv_part.abs().clamp_(ABS_CLAMP_MIN, ABS_CLAMP_MAX)
+    mask = clamped == kv_part.abs()
+    kv_part.copy_(clamped.mul_(kv_part.sign()))
+    return mask
+
+
 class _SeparableVicinity(torch.autograd.Function):
     """Separable vicinity attention with a hand-written backward.
 
@@ -298,14 +311,8 @@ class _SeparableVicinity(torch.autograd.Function):
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, clamp: bool, eps: float) -> Tensor:
         groups, rows, cols, dim = q.shape
         state = _kv_state(k, v)
-        state_mask = None
+        state_mask = _clamp_kv_state_(state) if clamp else None
         lo, hi = ABS_CLAMP_MIN, ABS_CLAMP_MAX
-        if clamp:
-            # The official code clamps K'^T V but not sum_j K'_j (the last column).
-            kv_part = state[..., :dim]
-            clamped = kv_part.abs().clamp_(lo, hi)
-            state_mask = clamped == kv_part.abs()
-            state[..., :dim] = clamped.mul_(kv_part.sign())
         out = q.new_empty(groups, rows, cols, dim)
         # Per token: the (clamped) normaliser z and dz/d den, for backward.
         z_keep = q.new_empty(groups, rows, cols, 1)
@@ -423,7 +430,7 @@ def _torch_impl_for(q: Tensor, k: Tensor, v: Tensor, q_hw: tuple[int, int],
     if q.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled(
             q.device.type):
         return 'torch'  # computes in fp32: the reference would run its GEMMs in fp16
-    tokens = max(q_hw[0] * q_hw[1], (kv_hw or q_hw)[0] * (kv_hw or q_hw)[1])
+    tokens = max(math.prod(q_hw), math.prod(kv_hw or q_hw))
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     limit = SMALL_MAP_TOKENS if grad else SMALL_MAP_TOKENS_NO_GRAD
     return 'reference' if tokens <= limit else 'torch'
