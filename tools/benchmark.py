@@ -194,6 +194,13 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
+def forward_backward(forward: Callable[[], torch.Tensor | tuple]) -> None:
+    """One training step's compute: ``forward`` then backward of the outputs' means."""
+    out = forward()
+    outs = out if isinstance(out, (tuple, list)) else (out, )
+    sum(o.float().mean() for o in outs).backward()
+
+
 def run_case(row: Row, forward: Callable[[], torch.Tensor | tuple], params: list,
              inputs: list[torch.Tensor], device: torch.device, mem: PeakMemory,
              repeats: int, train: bool = True, memory_only: bool = False) -> Row:
@@ -213,9 +220,7 @@ def run_case(row: Row, forward: Callable[[], torch.Tensor | tuple], params: list
 
     def fwd_bwd() -> None:
         clear_grads()
-        out = forward()
-        outs = out if isinstance(out, (tuple, list)) else (out, )
-        sum(o.float().mean() for o in outs).backward()
+        forward_backward(forward)
 
     if memory_only:
         for name, fn in (('fwd_mem_mb', fwd), ('train_mem_mb', fwd_bwd)):
@@ -284,12 +289,12 @@ def gemm_floor(side: int, args, device: torch.device) -> Row:
     mats = rand(groups, side, dim, dim + 1)
 
     def forward() -> None:
-        for (q, k, v, _), in ((by_row, ), (by_col, )):
+        for q, k, v, _ in (by_row, by_col):
             k.transpose(-2, -1) @ v
             q @ mats
 
     def backward() -> None:
-        for (q, k, v, g), in ((by_row, ), (by_col, )):
+        for q, k, v, g in (by_row, by_col):
             g @ mats.transpose(-2, -1)  # d q
             q.transpose(-2, -1) @ g  # d state
             v @ mats.transpose(-2, -1)  # d k
@@ -454,9 +459,7 @@ def warm_up_process(build: Callable[[], nn.Module], size: int, batch: int,
     for _ in range(2):
         with torch.no_grad():
             model(img)
-        outs = model(img)
-        sum(o.float().mean() for o in (outs if isinstance(outs, (tuple, list)) else
-                                        (outs, ))).backward()
+        forward_backward(partial(model, img))
     del model
 
 
