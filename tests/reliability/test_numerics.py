@@ -154,16 +154,29 @@ def test_fixed_seed_on_cpu_is_bitwise_deterministic():
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)
 @pytest.mark.parametrize('arch', ARCHS)
 def test_every_arch_at_1024_on_cuda(arch, dtype):
-    torch.manual_seed(0)
-    model = VVT(arch=arch, drop_path_rate=0., with_cp=arch in ('medium', 'large')).cuda()
-    model.init_weights()
-    x = torch.randn(1, 3, 1024, 1024, device='cuda', requires_grad=True)
-    with torch.autocast('cuda', dtype=dtype):
-        outs = model(x)
-    backward_unit_upstream(outs)  # a mean loss would flush fp16 gradients to zero
-    grads = [p.grad for p in model.parameters()]
+    outs, x, grads = whole_model_at_1024(arch, dtype, 'cuda')
     assert all_finite(*outs, x.grad, *grads)
     assert all(bool(g.any()) for g in grads)
+
+
+def whole_model_at_1024(arch: str, dtype: torch.dtype, device: str,
+                        mode: EmulatedHalfMatmul | None = None):
+    """Autocast forward + backward of a whole VVT on one 1024x1024 image.
+
+    Returns the outputs, the input (with its gradient) and the parameter
+    gradients. ``mode`` wraps forward and backward (checkpoint recomputation
+    runs inside it too).
+    """
+    torch.manual_seed(0)
+    # Checkpointing keeps medium/large under ~4 GiB; it recomputes the same ops.
+    model = VVT(arch=arch, drop_path_rate=0., with_cp=arch in ('medium', 'large')).to(device)
+    model.init_weights()
+    x = torch.randn(1, 3, 1024, 1024, device=device, requires_grad=True)
+    with mode if mode is not None else contextlib.nullcontext():
+        with torch.autocast(device, dtype=dtype):
+            outs = model(x)
+        backward_unit_upstream(outs)  # a mean loss would flush fp16 gradients to zero
+    return outs, x, [p.grad for p in model.parameters()]
 
 
 def backward_unit_upstream(outs: tuple[torch.Tensor, ...], seed: int = 1) -> None:
@@ -269,17 +282,8 @@ def test_emulated_fp16_whole_model_tracks_native_fp16():
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)
 @pytest.mark.parametrize('arch', ARCHS)
 def test_every_arch_at_1024_on_cpu(arch, dtype):
-    torch.manual_seed(0)
-    # Checkpointing keeps medium/large under ~4 GiB; it recomputes the same ops.
-    model = VVT(arch=arch, drop_path_rate=0., with_cp=arch in ('medium', 'large'))
-    model.init_weights()
-    x = torch.randn(1, 3, 1024, 1024, requires_grad=True)
     mode = EmulatedHalfMatmul(audit=True) if dtype == torch.float16 else None
-    with mode if mode is not None else contextlib.nullcontext():
-        with torch.autocast('cpu', dtype=dtype):
-            outs = model(x)
-        backward_unit_upstream(outs)  # checkpoint recomputation runs inside the mode too
-    grads = [p.grad for p in model.parameters()]
+    outs, x, grads = whole_model_at_1024(arch, dtype, 'cpu', mode)
     assert all(o.dtype == dtype for o in outs)
     assert all_finite(*outs, x.grad, *grads)
     assert all(bool(g.any()) for g in grads)  # no gradient flushed entirely to zero
