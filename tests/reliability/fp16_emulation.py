@@ -85,4 +85,3 @@ class EmulatedHalfMatmul(TorchDispatchMode):
         """Ops that ran natively in float16 and look like a matmul or a conv."""
         return sorted(name for name in self.native_half
                       if any(part in name for part in SLOW_NAME_PARTS))
-

@@ -207,35 +207,29 @@ OP_CASES = {  # name: (function, input shapes); each runs forward and backward
 }
 
 
-def _op_forward_backward(case: str, emulate: bool) -> tuple[list[torch.Tensor],
-                                                           EmulatedHalfMatmul]:
+def _op_forward_backward(case: str, dtype: torch.dtype = torch.float16,
+                         mode: EmulatedHalfMatmul | None = None) -> list[torch.Tensor]:
+    """Output and input grads of one op on fixed float16 values, computed in ``dtype``.
+
+    float64 gives the exact result on the same values; ``mode`` wraps the call.
+    """
     fn, shapes = OP_CASES[case]
     gen = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(s, generator=gen).half().requires_grad_(True) for s in shapes]
-    mode = EmulatedHalfMatmul(audit=True)
-    with mode if emulate else contextlib.nullcontext():
-        out = fn(*inputs)
-        out.backward(torch.randn(out.shape, generator=gen).half())
-    return [out, *(t.grad for t in inputs)], mode
-
-
-def _exact(case: str) -> list[torch.Tensor]:
-    """The same forward and backward in float64 on the same float16 values."""
-    fn, shapes = OP_CASES[case]
-    gen = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(s, generator=gen).half().double().requires_grad_(True)
+    inputs = [torch.randn(s, generator=gen).half().to(dtype).requires_grad_(True)
               for s in shapes]
-    out = fn(*inputs)
-    out.backward(torch.randn(out.shape, generator=gen).half().double())
+    with mode if mode is not None else contextlib.nullcontext():
+        out = fn(*inputs)
+        out.backward(torch.randn(out.shape, generator=gen).half().to(dtype))
     return [out, *(t.grad for t in inputs)]
 
 
 @pytest.mark.parametrize('case', OP_CASES)
 def test_emulated_fp16_ops_match_native_cpu_fp16(case):
-    emulated, mode = _op_forward_backward(case, emulate=True)
-    native, _ = _op_forward_backward(case, emulate=False)
+    mode = EmulatedHalfMatmul(audit=True)
+    emulated = _op_forward_backward(case, mode=mode)
+    native = _op_forward_backward(case)
     assert mode.emulated and not mode.escaped_slow_ops(), (mode.emulated, mode.native_half)
-    for e, n, x in zip(emulated, native, _exact(case)):
+    for e, n, x in zip(emulated, native, _op_forward_backward(case, torch.float64)):
         assert e.dtype == n.dtype == torch.float16
         # Emulated = the exact result rounded once to float16 (relative error
         # 2e-4, below the unit roundoff 2^-11). Native matmuls agree to the
