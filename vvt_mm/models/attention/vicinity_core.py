@@ -282,8 +282,9 @@ def _clamp_kv_state_(state: Tensor) -> Tensor:
     column of the state), so that column is left alone.
     """
     kv_part = state[..., :-1]
-    clamped = kv_part.abs().clamp_(ABS_CLAMP_MIN, ABS_CLAMP_MAX)
-    mask = clamped == kv_part.abs()
+    magnitude = kv_part.abs()
+    clamped = magnitude.clamp(ABS_CLAMP_MIN, ABS_CLAMP_MAX)
+    mask = clamped == magnitude
     kv_part.copy_(clamped.mul_(kv_part.sign()))
     return mask
 
