@@ -12,8 +12,17 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VENV:-$ROOT/.venv}
+# The mmcv build runs in another directory, so a relative VENV (the Makefile's
+# `.venv`) must be made absolute against the caller's directory first.
+case $VENV in /*) ;; *) VENV=$PWD/$VENV ;; esac
 PYTHON=${PYTHON:-python3.11}
 WHEEL_CACHE=${VVT_MM_WHEEL_CACHE:-$HOME/.cache/vvt_mm/wheels}
+if [ "${CI:-}" = "true" ]; then
+  # CI proves the cold path: nothing from outside the clone is reused (no
+  # cached mmcv wheel, no pip cache), so a broken first install cannot hide.
+  WHEEL_CACHE=$ROOT/build/ci-wheels
+  export PIP_NO_CACHE_DIR=1
+fi
 MMCV_VERSION=2.1.0
 TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"
 
