@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.eval:
-        apply_eval_metrics(cfg, args.eval)
+        try:
+            apply_eval_metrics(cfg, args.eval)
+        except ValueError as err:
+            sys.exit(f'error: {err}')
     if args.out:
         cfg.test_evaluator = [*(cfg.test_evaluator if isinstance(cfg.test_evaluator, list)
                                 else [cfg.test_evaluator]),
