@@ -14,6 +14,9 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_80k.py',
 ]
 custom_imports = dict(imports=['vvt_mm'], allow_failed_imports=False)
+# Checkpoints read weights-only with clear errors, auto-resume from the newest
+# intact file, atomic saves -- also under the libraries' own train/test tools.
+custom_hooks = [dict(type='CheckpointSafetyHook')]
 
 crop_size = (512, 512)
 data_preprocessor = dict(size=crop_size)

@@ -17,6 +17,9 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['vvt_mm'], allow_failed_imports=False)
+# Checkpoints read weights-only with clear errors, auto-resume from the newest
+# intact file, atomic saves -- also under the libraries' own train/test tools.
+custom_hooks = [dict(type='CheckpointSafetyHook')]
 
 model = dict(
     type='ImageClassifier',

@@ -16,6 +16,9 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
 custom_imports = dict(imports=['vvt_mm'], allow_failed_imports=False)
+# Checkpoints read weights-only with clear errors, auto-resume from the newest
+# intact file, atomic saves -- also under the libraries' own train/test tools.
+custom_hooks = [dict(type='CheckpointSafetyHook')]
 
 crop_size = (512, 512)
 # SyncBN as mmseg ships it; CPU/single-process launches convert it to BN.

@@ -10,8 +10,10 @@ and scores, printed and written on the image. Detection: mmdet's boxes/masks
 above ``--score-thr``.
 
 CKPT may be a checkpoint of the whole model in OpenMMLab layout or, for
-classifiers, an official VVT checkpoint (converted on the fly). It is read
-with ``weights_only=True`` and what matched is logged.
+classifiers, an official checkpoint (converted on the fly). It is read with
+``weights_only=True`` and must hold every tensor of the model (a classifier
+layer for another class count is reported and kept): a backbone-only file or
+weights of another arch are refused instead of running random weights.
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ import importlib
 import os
 import os.path as osp
 import sys
-from collections import OrderedDict
 from collections.abc import Mapping
 
 import mmcv
@@ -32,12 +33,7 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope, init_default_scope
 
 import vvt_mm  # noqa: F401  (registers the backbones)
-from vvt_mm.checkpoint import (
-    convert_vvt,
-    is_official_vvt,
-    load_pretrained,
-    read_checkpoint,
-)
+from vvt_mm.checkpoint import CheckpointError, load_whole_model
 
 SCOPES = ('mmseg', 'mmpretrain', 'mmdet')
 
@@ -61,24 +57,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. model.backbone.arch=tiny')
     return parser.parse_args(argv)
-
-
-def official_to_model(scope: str):
-    """Converter for ``load_pretrained``: official VVT keys -> this model's keys."""
-
-    def convert(state_dict: Mapping) -> OrderedDict | None:
-        if not is_official_vvt(state_dict):
-            return None
-        out = OrderedDict()
-        for key, value in convert_vvt(state_dict).items():
-            if key.startswith('head.'):
-                if scope == 'mmpretrain':
-                    out[key] = value
-            else:
-                out[f'backbone.{key}'] = value
-        return out
-
-    return convert
 
 
 def dataset_meta(cfg: Config, scope: str, checkpoint: Mapping) -> dict:
@@ -106,8 +84,11 @@ def build_model(cfg: Config, scope: str, checkpoint_path: str, device: str):
     registry = importlib.import_module(f'{scope}.registry').MODELS
     with DefaultScope.overwrite_default_scope(scope):
         model = registry.build(cfg.model)
-    checkpoint = read_checkpoint(checkpoint_path)  # for its meta (class names)
-    load_pretrained(model, checkpoint_path, converter=official_to_model(scope))
+    report, checkpoint = load_whole_model(model, checkpoint_path)
+    print(f'{checkpoint_path}: loaded {len(report.matched)} tensors (the whole model)')
+    for key, theirs, ours in report.shape_mismatch:
+        print(f'warning: {key} has shape {theirs} in the checkpoint, {ours} in the model '
+              '(another class count): that layer keeps its initialisation')
     # SyncBN needs a process group in training only, but plain BN is safe everywhere.
     model = revert_sync_batchnorm(model)
     model.cfg = cfg
@@ -200,8 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
         os.makedirs(osp.dirname(out), exist_ok=True)
     try:
         model = build_model(cfg, scope, args.checkpoint, args.device)
-    except (RuntimeError, ValueError, FileNotFoundError) as err:
-        sys.exit(f'error: {err}')
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        sys.exit(f'error: tools/infer.py: {err}')
     if scope == 'mmseg':
         result = infer_segmentation(model, args.image, out, args.opacity)
     elif scope == 'mmpretrain':

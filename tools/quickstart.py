@@ -6,20 +6,27 @@
    few dozen iterations -- and saves it next to the run;
 3. runs ``tools/dist_train.sh`` with 2 processes (GPUs if present, else CPU
    processes with gloo) and ``tools/dist_test.sh ... --eval mIoU``;
-4. prints the mIoU table.
+4. prints the metrics and the IoU of the classes that occur in the data.
+
+The launchers' full output goes to ``train.log`` / ``test.log`` in the work
+dir; the console shows one line per logged iteration and the result.
 
     python tools/quickstart.py [--work-dir work_dirs/quickstart] [--iters 40] [--gpus 2]
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import time
 
+import numpy as np
 from mmengine.config import Config
+from PIL import Image
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'data'))
@@ -76,9 +83,54 @@ def tiny_config(data_root: str, iters: int, crop: int = 64) -> Config:
     return cfg
 
 
-def run(cmd: list[str], env: dict) -> None:
-    print('$', ' '.join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+_ITER = re.compile(r'Iter\((train|test)\) \[\s*(\d+)/(\d+)\](?:.*?\sloss: ([\d.]+))?')
+_CLASS_ROW = re.compile(r'^\|\s*(.+?)\s*\|\s*([\d.]+|nan)\s*\|\s*([\d.]+|nan)\s*\|$')
+_METRIC_ROW = re.compile(r'^(aAcc|mIoU|mAcc|mDice|mFscore)\s+([\d.]+)$')
+
+
+def run(cmd: list[str], env: dict, log_path: str, start: float) -> list[str]:
+    """Run ``cmd`` with its output in ``log_path``; print its progress; return its lines."""
+    print(f'$ {" ".join(cmd)}\n  (full output: {log_path})', flush=True)
+    lines = []
+    with open(log_path, 'w') as log, subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            log.write(line)
+            lines.append(line.rstrip('\n'))
+            match = _ITER.search(line)
+            if match:
+                phase, step, total, loss = match.groups()
+                shown = f'  loss {float(loss):.3f}' if loss else ''
+                print(f'  {phase} {int(step):>3}/{total}{shown}  ({time.time() - start:.0f} s)',
+                      flush=True)
+    if proc.returncode:
+        print('\n'.join(lines[-40:]), file=sys.stderr)
+        sys.exit(f'error: {cmd[1]} failed (exit {proc.returncode}); last lines above, all '
+                 f'of them in {log_path}')
+    return lines
+
+
+def classes_in_data(data_root: str, split: str = 'validation') -> set[int]:
+    """Class indices present in the label maps (after ``reduce_zero_label``)."""
+    present = set()
+    for path in glob.glob(osp.join(data_root, 'annotations', split, '*.png')):
+        present.update(int(v) - 1 for v in np.unique(np.asarray(Image.open(path))) if v)
+    return present
+
+
+def summarize(test_lines: list[str], class_names: tuple, present: set[int]) -> str:
+    """The metrics and the per-class rows of the classes that occur in the data."""
+    wanted = {class_names[i] for i in present if i < len(class_names)}
+    metrics = [m.groups() for m in map(_METRIC_ROW.match, test_lines) if m]
+    rows = [m.groups() for m in map(_CLASS_ROW.match, test_lines)
+            if m and m.group(1) in wanted]
+    out = ['result (validation split): ' + '  '.join(f'{k} {float(v):.2f}' for k, v in metrics)]
+    if rows:
+        width = max(len(name) for name, _, _ in rows)
+        out.append(f'  {"class":<{width}}    IoU    Acc   (the {len(rows)} classes in the data)')
+        out += [f'  {name:<{width}}  {iou:>5}  {acc:>5}' for name, iou, acc in rows]
+    return '\n'.join(out)
 
 
 def main() -> None:
@@ -99,12 +151,15 @@ def main() -> None:
 
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(args.port))
     run(['bash', 'tools/dist_train.sh', config_path, str(args.gpus), '--work-dir', work_dir],
-        env)
+        env, osp.join(work_dir, 'train.log'), start)
     checkpoint = osp.join(work_dir, f'iter_{args.iters}.pth')
-    run(['bash', 'tools/dist_test.sh', config_path, checkpoint, str(args.gpus), '--eval',
-         'mIoU', '--work-dir', work_dir], env)
-    print(f'quickstart finished in {time.time() - start:.0f} s; logs and checkpoint in '
-          f'{work_dir}')
+    test_lines = run(['bash', 'tools/dist_test.sh', config_path, checkpoint, str(args.gpus),
+                      '--eval', 'mIoU', '--work-dir', work_dir], env,
+                     osp.join(work_dir, 'test.log'), start)
+    from mmseg.datasets import ADE20KDataset
+    print(summarize(test_lines, ADE20KDataset.METAINFO['classes'], classes_in_data(data_root)))
+    print(f'quickstart finished in {time.time() - start:.0f} s; checkpoint {checkpoint}, '
+          f'logs in {work_dir}')
 
 
 if __name__ == '__main__':

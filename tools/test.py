@@ -5,6 +5,10 @@
 
 ``--eval`` keeps the mm 0.x habit: it replaces the config's test evaluator
 (mIoU/mDice/mFscore, bbox/segm, accuracy). Metrics are printed as a table.
+
+CKPT must hold the whole model: a backbone-only file, an official ImageNet
+checkpoint given to a segmentor, or weights of another arch are refused (they
+would score random weights). An official classifier checkpoint is converted.
 """
 from __future__ import annotations
 
@@ -15,18 +19,18 @@ import sys
 
 from mmengine.config import DictAction
 from mmengine.dist import get_rank
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 import vvt_mm  # noqa: F401
-from vvt_mm.engine import (  # reliability (issue 6)
-    DatasetLayoutError,
-    check_dataset_layout,
-    enable_safe_resume,
+from vvt_mm.checkpoint import (
+    CheckpointError,
+    check_whole_model,
+    read_checkpoint,
+    whole_model_state_dict,
 )
-from vvt_mm.runtime import apply_eval_metrics, prepare_launch
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from train import load_config  # noqa: E402
+from vvt_mm.engine import DatasetLayoutError, check_dataset_layout, enable_safe_resume
+from vvt_mm.runtime import apply_eval_metrics, load_config, prepare_launch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,6 +63,32 @@ def format_metrics(metrics: dict) -> str:
     return '\n'.join(rows)
 
 
+def load_whole_checkpoint(runner: Runner, path: str) -> None:
+    """Refuse a checkpoint that lacks part of the model; convert an official one.
+
+    mmengine itself would load ``load_from`` with ``strict=False`` and evaluate
+    whatever stayed random. A checkpoint in OpenMMLab layout is still loaded by
+    the runner (so hooks such as ``EMAHook`` see it); an official one is
+    converted and loaded here.
+    """
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    try:
+        checkpoint = read_checkpoint(path)
+        state_dict, layout = whole_model_state_dict(model, checkpoint)
+        report = check_whole_model(model, state_dict, path, layout)
+    except CheckpointError as err:
+        sys.exit(f'error: tools/test.py: {err}')
+    for key, theirs, ours in report.shape_mismatch:
+        runner.logger.warning(f'{path}: {key} has shape {theirs}, the model {ours} (another '
+                              'class count): that layer keeps its initialisation')
+    if layout != 'OpenMMLab':
+        model.load_state_dict({k: v for k, v in state_dict.items() if k in report.matched},
+                              strict=False)
+        runner.logger.info(f'{path}: {layout} checkpoint converted and loaded '
+                           f'({len(report.matched)} tensors)')
+        runner._load_from = None  # loaded; keep the runner from loading it unconverted
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
@@ -86,8 +116,8 @@ def main(argv: list[str] | None = None) -> None:
             vis.update(draw=True, show=False)
             cfg.visualizer.save_dir = args.show_dir
 
-    # Reliability (issue 6): clear error on a wrong dataset folder; load mmengine
-    # checkpoints under weights_only=True (torch >= 2.6).
+    # A wrong dataset folder fails now, with the expected layout; checkpoints are
+    # read under weights_only=True (torch >= 2.6) with mmengine's allowlist.
     try:
         check_dataset_layout(cfg, ('test_dataloader',))
     except DatasetLayoutError as err:
@@ -96,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
 
     prepare_launch(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
+    load_whole_checkpoint(runner, args.checkpoint)
     metrics = runner.test()
     if get_rank() == 0:
         print(format_metrics(metrics), flush=True)

@@ -14,17 +14,19 @@ import os
 import os.path as osp
 import sys
 
+import torch
 from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 import vvt_mm  # noqa: F401  (registers the backbones even without custom_imports)
-from vvt_mm.engine import (  # reliability (issue 6)
+from vvt_mm.engine import (
     DatasetLayoutError,
     check_dataset_layout,
     enable_atomic_checkpoints,
     enable_safe_resume,
 )
-from vvt_mm.runtime import prepare_launch
+from vvt_mm.runtime import load_config, prepare_launch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,15 +48,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_config(path: str, cfg_options: dict | None) -> Config:
-    """Read a config, failing with a clear message when the path is wrong."""
-    if not osp.isfile(path):
-        sys.exit(f'error: config file {path!r} does not exist; configs live in '
-                 f'{osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "configs")}')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
+def enable_amp(cfg: Config) -> None:
+    """``--amp``: fp16 with dynamic loss scaling on CUDA, bf16 autocast on a CPU.
+
+    mmengine's ``AmpOptimWrapper`` refuses to run without an accelerator.
+    """
+    wrapper = cfg.optim_wrapper
+    if wrapper.get('type') in ('AmpOptimWrapper', 'CPUAutocastOptimWrapper'):
+        return
+    if torch.cuda.is_available():
+        wrapper.type = 'AmpOptimWrapper'
+        wrapper.setdefault('loss_scale', 'dynamic')
+        return
+    wrapper.type = 'CPUAutocastOptimWrapper'
+    wrapper.pop('loss_scale', None)
+    print_log('--amp without CUDA: training under bf16 autocast on the CPU '
+              '(CPUAutocastOptimWrapper; no loss scaling needed)', logger='current')
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,16 +75,15 @@ def main(argv: list[str] | None = None) -> None:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        enable_amp(cfg)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
 
-    # Reliability (issue 6): fail now, with the expected layout, on a wrong dataset
-    # folder; resume mmengine checkpoints under weights_only=True (torch >= 2.6);
-    # write checkpoints atomically so a kill while saving leaves no truncated file.
+    # Fail now, with the expected layout, on a wrong dataset folder; resume mmengine
+    # checkpoints under weights_only=True (torch >= 2.6); write checkpoints
+    # atomically so a kill while saving leaves no truncated file.
     try:
         check_dataset_layout(cfg, ('train_dataloader', 'val_dataloader'))
     except DatasetLayoutError as err:

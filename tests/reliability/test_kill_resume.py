@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vvt_mm.engine import mmengine_safe_globals
+from vvt_mm.checkpoint.safe_globals import allow_mmengine_globals
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -64,7 +64,7 @@ def logged_scalars(run_dir: Path) -> dict[int, dict]:
 
 
 def load(path: Path) -> dict:
-    with torch.serialization.safe_globals(mmengine_safe_globals()):
+    with allow_mmengine_globals():
         return torch.load(path, map_location='cpu', weights_only=True)
 
 

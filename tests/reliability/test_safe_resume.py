@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import pickle
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from vvt_mm.checkpoint import CorruptCheckpointError, UnsafeCheckpointError
+from vvt_mm.checkpoint.safe_globals import allow_mmengine_globals
 from vvt_mm.engine import (
     MMENGINE_CHECKPOINT_GLOBALS,
     enable_safe_resume,
@@ -62,14 +65,44 @@ def work_dir(tmp_path_factory):
     return root
 
 
+def plain_torch_load(path, import_vvt_mm: bool) -> subprocess.CompletedProcess:
+    """``torch.load(path)`` with torch's defaults in a fresh interpreter."""
+    code = ('import torch\n' + ('import vvt_mm\n' if import_vvt_mm else '')
+            + f'ckpt = torch.load({str(path)!r})\nprint("iter", ckpt["meta"]["iter"])')
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=300)
+
+
 def test_plain_torch_load_refuses_mmengine_checkpoints(work_dir):
     # The problem being fixed: torch >= 2.6 defaults to weights_only=True.
-    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
-        torch.load(work_dir / 'iter_2.pth', weights_only=True)
+    proc = plain_torch_load(work_dir / 'iter_2.pth', import_vvt_mm=False)
+    assert proc.returncode != 0 and 'HistoryBuffer' in proc.stderr
+
+
+def test_import_vvt_mm_lets_plain_torch_load_read_them_weights_only(work_dir):
+    """What mmengine's load_checkpoint (stock tools, mmseg's init_model) relies on."""
+    proc = plain_torch_load(work_dir / 'iter_2.pth', import_vvt_mm=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'iter 2' in proc.stdout
+
+
+def test_scoped_allowlists_keep_the_process_wide_one(work_dir):
+    # torch's safe_globals() context removes its globals on exit, even ones that
+    # were registered before; ours only adds what is missing.
+    with allow_mmengine_globals():
+        pass
+    assert torch.load(work_dir / 'iter_2.pth', weights_only=True)['meta']['iter'] == 2
 
 
 def test_allowlist_is_exactly_the_globals_mmengine_pickles(work_dir):
-    found = set(torch.serialization.get_unsafe_globals_in_checkpoint(work_dir / 'iter_2.pth'))
+    # Asked with an empty allowlist (import vvt_mm registered ours process-wide).
+    registered = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        found = set(torch.serialization.get_unsafe_globals_in_checkpoint(
+            work_dir / 'iter_2.pth'))
+    finally:
+        torch.serialization.add_safe_globals(registered)
     assert found == set(MMENGINE_CHECKPOINT_GLOBALS)
     named = {f'{g.__module__}.{g.__qualname__}' if not isinstance(g, tuple) else g[1]
              for g in mmengine_safe_globals()}
@@ -77,7 +110,7 @@ def test_allowlist_is_exactly_the_globals_mmengine_pickles(work_dir):
 
 
 def test_allowlisted_load_restores_the_message_hub_history(work_dir):
-    with torch.serialization.safe_globals(mmengine_safe_globals()):
+    with allow_mmengine_globals():
         ckpt = torch.load(work_dir / 'iter_2.pth', weights_only=True)
     assert ckpt['meta']['iter'] == 2
     losses = ckpt['message_hub']['log_scalars']['train/loss']
@@ -102,9 +135,14 @@ def test_crafted_getattr_cannot_reach_beyond_history_buffer(tmp_path):
 
     path = tmp_path / 'evil.pth'
     torch.save({'x': Exploit()}, path)
-    with torch.serialization.safe_globals([np.ndarray, getattr]):
-        assert torch.load(path, weights_only=True)['x'] is np.ndarray.tofile
-    with torch.serialization.safe_globals(mmengine_safe_globals()):
+    # The real getattr, allowed in a fresh interpreter (no vvt_mm stand-in there).
+    code = ('import numpy as np, torch\n'
+            'with torch.serialization.safe_globals([np.ndarray, getattr]):\n'
+            f'    print(torch.load({str(path)!r}, weights_only=True)["x"] is np.ndarray.tofile)')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.stdout.strip() == 'True', proc.stderr[-2000:]
+    with allow_mmengine_globals():
         with pytest.raises(pickle.UnpicklingError, match=r"getattr.*'tofile'"):
             torch.load(path, weights_only=True)
 

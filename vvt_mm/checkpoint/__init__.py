@@ -18,11 +18,18 @@ from .localvit_keys import (
 from .lvt_keys import convert_lvt, is_official_lvt
 from .vitaev2_keys import convert_vitaev2_vsa, is_official_vitaev2_vsa
 from .vvt_keys import convert_vvt, is_official_vvt
+from .whole_model import (
+    CheckpointMismatchError,
+    check_whole_model,
+    load_whole_model,
+    whole_model_state_dict,
+)
 
 __all__ = [
     'CheckpointError', 'CorruptCheckpointError', 'UnsafeCheckpointError', 'checkpoint_problem',
     'LoadReport', 'extract_state_dict', 'load_pretrained', 'read_checkpoint', 'convert_vvt',
     'is_official_vvt', 'convert_vitaev2_vsa', 'is_official_vitaev2_vsa', 'convert_localvit',
     'convert_localvit_pvt', 'is_official_localvit', 'is_official_localvit_pvt', 'convert_lvt',
-    'is_official_lvt'
+    'is_official_lvt', 'CheckpointMismatchError', 'check_whole_model', 'load_whole_model',
+    'whole_model_state_dict'
 ]

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .safe_globals import mmengine_safe_globals
+from .safe_globals import allow_mmengine_globals
 
 UNSAFE_ENV = 'VVT_MM_ALLOW_UNSAFE_CHECKPOINT'
 
@@ -99,7 +99,7 @@ def read_checkpoint(path: str, map_location: str | torch.device = 'cpu',
     if allow_unsafe is None:
         allow_unsafe = os.environ.get(UNSAFE_ENV, '') == '1'
     if path.startswith(('http://', 'https://')):
-        with torch.serialization.safe_globals(mmengine_safe_globals()):
+        with allow_mmengine_globals():
             return torch.hub.load_state_dict_from_url(path, map_location=map_location,
                                                       weights_only=not allow_unsafe)
     if os.path.isdir(path):
@@ -116,7 +116,7 @@ def read_checkpoint(path: str, map_location: str | torch.device = 'cpu',
     try:
         # Checkpoints saved by mmengine (any mmseg/mmdet/mmpretrain training run)
         # need a few numpy/HistoryBuffer globals: see safe_globals.py.
-        with torch.serialization.safe_globals(mmengine_safe_globals()):
+        with allow_mmengine_globals():
             return torch.load(path, map_location=map_location,
                               weights_only=not allow_unsafe)
     except pickle.UnpicklingError as err:

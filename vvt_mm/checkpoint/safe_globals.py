@@ -13,16 +13,27 @@ or mmpretrain loads as pretrained weights or resumes without
 only those methods: torch already refuses to *call* anything not allowlisted,
 and the stand-in keeps a crafted file from even fetching other attributes
 (e.g. ``ndarray.tofile``).
+
+:func:`register_mmengine_safe_globals` (run by ``import vvt_mm``) adds the same
+list to torch's process-wide allowlist (``torch.serialization.add_safe_globals``),
+so code that calls ``torch.load`` without ``weights_only`` -- mmengine's
+``load_checkpoint``, hence mmseg's ``init_model`` and every stock
+``tools/test.py`` -- reads our training checkpoints too, still weights-only.
 """
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
+import torch
 from mmengine.logging import HistoryBuffer
 
-__all__ = ['MMENGINE_CHECKPOINT_GLOBALS', 'mmengine_safe_globals']
+__all__ = [
+    'MMENGINE_CHECKPOINT_GLOBALS', 'allow_mmengine_globals', 'mmengine_safe_globals',
+    'register_mmengine_safe_globals'
+]
 
 # Names ``torch.serialization.get_unsafe_globals_in_checkpoint`` reports for a
 # checkpoint saved by mmengine 0.10's Runner (numpy 2.x); kept in sync by
@@ -75,3 +86,27 @@ def mmengine_safe_globals() -> list:
         (_history_buffer_getattr, 'builtins.getattr'),
         *(type(np.dtype(name)) for name in _NUMERIC_DTYPES),
     ]
+
+
+def register_mmengine_safe_globals() -> None:
+    """Allow :func:`mmengine_safe_globals` in every ``torch.load(weights_only=True)``.
+
+    Idempotent (torch keeps the allowlist as a set). The allowlist is what
+    ``weights_only`` was designed to be extended with: nothing outside it is
+    unpickled, and ``builtins.getattr`` is the restricted stand-in.
+    """
+    torch.serialization.add_safe_globals(mmengine_safe_globals())
+
+
+@contextmanager
+def allow_mmengine_globals() -> Iterator[None]:
+    """``torch.serialization.safe_globals(mmengine_safe_globals())`` that keeps the
+    process-wide registration.
+
+    torch's context manager *removes* its globals on exit, including ones that
+    were registered before it was entered; so only the missing ones go in.
+    """
+    present = set(torch.serialization.get_safe_globals())
+    missing = [item for item in mmengine_safe_globals() if item not in present]
+    with torch.serialization.safe_globals(missing):
+        yield

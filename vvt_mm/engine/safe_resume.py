@@ -26,11 +26,14 @@ import os.path as osp
 import re
 from collections.abc import Callable
 
-import torch
 from mmengine.logging import print_log
 
 from vvt_mm.checkpoint.loading import CorruptCheckpointError, checkpoint_problem, read_checkpoint
-from vvt_mm.checkpoint.safe_globals import MMENGINE_CHECKPOINT_GLOBALS, mmengine_safe_globals
+from vvt_mm.checkpoint.safe_globals import (
+    MMENGINE_CHECKPOINT_GLOBALS,
+    allow_mmengine_globals,
+    mmengine_safe_globals,
+)
 
 __all__ = [
     'MMENGINE_CHECKPOINT_GLOBALS', 'enable_safe_resume', 'find_resumable_checkpoint',
@@ -100,7 +103,7 @@ def _wrap_loader(original: Callable) -> Callable:
 
     @functools.wraps(original)
     def load_checkpoint(cls, filename: str, map_location=None, logger='current'):
-        with torch.serialization.safe_globals(mmengine_safe_globals()):
+        with allow_mmengine_globals():
             local = osp.expanduser(filename)
             if '://' not in filename and osp.isfile(local):
                 try:
