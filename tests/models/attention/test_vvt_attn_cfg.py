@@ -66,8 +66,9 @@ def test_every_attention_builds_through_the_downstream_registries(scope):
     registry = pytest.importorskip(f'{scope}.registry').MODELS
     x = torch.randn(1, 3, 64, 96)
     for attn_type, cls_name in ABLATION.items():
+        sr_ratios = PVT_V2_SR if attn_type == 'spatial_reduction' else None
         model = registry.build(dict(type='VVT', arch=small_arch(), out_indices=(3, ),
-                                    attn_cfg=dict(type=attn_type)))
+                                    attn_cfg=dict(type=attn_type), sr_ratios=sr_ratios))
         assert type(model.stages[0].blocks[0].attn).__name__ == cls_name
         with torch.no_grad():
             (out, ) = model.eval()(x)

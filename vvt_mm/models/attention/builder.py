@@ -7,6 +7,7 @@ ablation switch the list of valid names is the useful part.
 from __future__ import annotations
 
 import copy
+import inspect
 
 from torch import nn
 
@@ -27,24 +28,80 @@ def _describe_choices() -> str:
         for _, aliases in sorted(attention_names().items()))
 
 
-def build_attention(cfg: dict, **default_args) -> nn.Module:
-    """``ATTENTIONS.build(cfg, default_args)`` with a helpful unknown-type error.
+def _short_name(aliases: list[str]) -> str:
+    return sorted(aliases, key=lambda n: (n[:1].isupper(), n))[0]
+
+
+def attention_class(cfg: dict) -> type:
+    """The token mixer class ``cfg`` names, checked before anything is built.
 
     Raises:
+        TypeError: ``cfg`` is not a dict with a ``type``; a bare name such as
+            ``'softmax'`` is answered with the dict to write instead.
         ValueError: ``cfg['type']`` names no registered token mixer; the
             message lists every valid name.
     """
+    if isinstance(cfg, str):
+        fix = (f'attn_cfg=dict(type={cfg!r})' if cfg in ATTENTIONS.module_dict else
+               f'attn_cfg=dict(type=NAME) with NAME one of {_describe_choices()}')
+        raise TypeError(f'attn_cfg must be a dict, got the string {cfg!r}; write {fix}')
     if not isinstance(cfg, dict) or 'type' not in cfg:
         raise TypeError(f"attn_cfg must be a dict with a 'type' key, got {cfg!r}; valid "
                         f'types: {_describe_choices()}')
-    args = copy.deepcopy(dict(cfg))
-    attn_type = args.pop('type')
+    attn_type = cfg['type']
     # Looked up in our own registry directly: ``Registry.build`` would first
     # search the caller's default scope (mmseg/mmpretrain/...) and warn.
     cls = attn_type if isinstance(attn_type, type) else ATTENTIONS.module_dict.get(attn_type)
     if cls is None:
         raise ValueError(f'unknown attention type {attn_type!r}; valid types: '
                          f'{_describe_choices()}')
+    return cls
+
+
+def mixer_options(cls: type) -> list[str] | None:
+    """Constructor arguments of the token mixer ``cls``; ``None`` if it takes any."""
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind is not p.VAR_POSITIONAL]
+
+
+def takes_option(cls: type, option: str) -> bool:
+    """Whether the token mixer ``cls`` accepts the constructor argument ``option``."""
+    options = mixer_options(cls)
+    return options is None or option in options
+
+
+def mixers_taking(option: str) -> list[str]:
+    """Short names of the registered token mixers that accept ``option``."""
+    return sorted(_short_name(aliases) for aliases in attention_names().values()
+                  if takes_option(ATTENTIONS.module_dict[aliases[0]], option))
+
+
+def build_attention(cfg: dict, **default_args) -> nn.Module:
+    """``ATTENTIONS.build(cfg, default_args)`` with errors that name the fix.
+
+    A mixer given an option it lacks would fail with Python's bare
+    ``unexpected keyword argument``; we name the mixer, the option and the
+    mixers that do take it.
+
+    Raises:
+        TypeError: ``cfg`` is not a dict with a ``type``.
+        ValueError: ``cfg['type']`` names no registered token mixer (the
+            message lists every valid name), or an option the mixer does not take.
+    """
+    cls = attention_class(cfg)
+    args = copy.deepcopy(dict(cfg))
+    attn_type = args.pop('type')
     for key, value in default_args.items():
         args.setdefault(key, value)
+    name = attn_type if isinstance(attn_type, str) else cls.__name__
+    for key in args:
+        if not takes_option(cls, key):
+            takers = mixers_taking(key)
+            raise ValueError(
+                f'attention type {name!r} ({cls.__name__}) does not take {key}; '
+                + (f'mixers that do: {", ".join(map(repr, takers))}' if takers
+                   else 'no registered mixer does')
+                + f'; its options are {", ".join(mixer_options(cls))}')
     return cls(**args)

@@ -1,4 +1,4 @@
-"""Behaviour every vvt_mm backbone shares: pretrained loading and frozen stages."""
+"""Behaviour every vvt_mm backbone shares: input checks, pretrained loading, frozen stages."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,9 @@ from collections.abc import Callable, Mapping
 import torch.nn as nn
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
+from torch import Tensor
+
+from .utils import check_image_input
 
 
 def pvt_v2_init(module: nn.Module) -> None:
@@ -29,10 +32,13 @@ class StagedBackbone(BaseModule):
     through :func:`vvt_mm.checkpoint.load_pretrained` (safe reading, an honest
     report, official layouts converted by :meth:`convert_official`); with no
     ``init_cfg`` a subclass's :meth:`default_init` reproduces its official
-    random init. Subclasses with ``self.stages`` get ``frozen_stages``.
+    random init. Subclasses with ``self.stages`` get ``frozen_stages``;
+    :meth:`check_input` refuses what their ``forward`` cannot take.
     """
 
     frozen_stages: int = -1
+    # Smallest input side that survives the total stride (1: any size).
+    min_input_size: int = 1
     # ``(is_official, convert)`` of the official checkpoint layout, if any.
     official_layout: tuple[Callable[[Mapping], bool], Callable[[Mapping], Mapping]] | None = None
 
@@ -49,6 +55,19 @@ class StagedBackbone(BaseModule):
             return None
         return {k: v for k, v in convert(state_dict).items() if not k.startswith('head.')}
 
+    def _checkpoint_filter(self, state_dict: dict, prefix: str, *args) -> None:
+        """Load pre-hook of mmpretrain's ``ImageClassifier`` (it registers a
+        backbone's ``_checkpoint_filter``): official classifier checkpoints load
+        in full through ``get_model``/``load_from``, files that do not fit raise."""
+        from vvt_mm.checkpoint.classifier_filter import filter_classifier_checkpoint
+        filter_classifier_checkpoint(self, state_dict, prefix)
+
+    def check_input(self, x: Tensor) -> None:
+        """Refuse, with the fix, an image batch ``forward`` cannot process."""
+        weight = next(self.parameters(), None)
+        check_image_input(x, self.in_channels, self.min_input_size, type(self).__name__,
+                          weight_dtype=None if weight is None else weight.dtype)
+
     def default_init(self) -> None:
         """The official random initialisation (override)."""
 
@@ -60,13 +79,27 @@ class StagedBackbone(BaseModule):
 
     def init_weights(self) -> None:
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            self.load_pretrained_cfg(self.init_cfg)
+            self._load_init_cfg_checkpoint()
         elif self.init_cfg is not None:
             super().init_weights()
             return
         else:
             self.default_init()
         self._is_init = True
+
+    def _load_init_cfg_checkpoint(self) -> None:
+        """:meth:`load_pretrained_cfg`, its file errors pointing at ``init_cfg``.
+
+        ``init_weights`` usually runs deep inside a runner, far from the config
+        line that named the file; the error says where to look.
+        """
+        from vvt_mm.checkpoint import CheckpointError
+        try:
+            self.load_pretrained_cfg(self.init_cfg)
+        except (FileNotFoundError, IsADirectoryError, CheckpointError) as err:
+            if 'init_cfg' in str(err):
+                raise
+            raise type(err)(f'{type(self).__name__} init_cfg: {err}') from err
 
     def _freeze_stages(self) -> None:
         for stage in getattr(self, 'stages', [])[:max(self.frozen_stages, 0)]:

@@ -20,7 +20,7 @@ from ..attention.builder import build_attention
 from ..layers.locality_ffn import LocalityFFN
 from ..layers.strided_patch_embed import StridedPatchEmbed
 from .base import StagedBackbone
-from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
+from .utils import normalize_out_indices, resolve_arch, resolve_pretrained
 
 
 def resize_pos_embed(pos_embed: Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int],
@@ -221,7 +221,7 @@ class LocalViT(StagedBackbone):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return the maps (or class tokens) after the blocks in ``out_indices``."""
-        check_image_input(x, self.in_channels, 1, type(self).__name__)
+        self.check_input(x)
         tokens, hw_shape = self.patch_embed(x)
         pos = resize_pos_embed(self.pos_embed, self.pos_grid, hw_shape,
                                self.num_extra_tokens, self.interpolate_mode)

@@ -16,7 +16,7 @@ from vvt_mm.registry import MODELS
 from ..layers.strided_patch_embed import StridedPatchEmbed
 from .base import StagedBackbone
 from .localvit import LocalViTBlock, resize_pos_embed
-from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
+from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
 
 
 class LocalViTPVTStage(BaseModule):
@@ -139,11 +139,7 @@ class LocalViTPVT(StagedBackbone):
         owner = type(self).__name__
         arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
         self.arch = arch
-        num_stages = len(arch['depths'])
-        for key in ('embed_dims', 'num_heads', 'mlp_ratios', 'sr_ratios'):
-            if len(arch[key]) != num_stages:
-                raise ValueError(f'{owner}: arch {key} needs one value per stage '
-                                 f'({num_stages}), got {list(arch[key])}')
+        num_stages = check_per_stage(arch, self.essential_keys, owner)
         if arch['sr_ratios'][-1] != 1:
             raise ValueError(f'{owner}: the last stage carries the class token, so its '
                              f'sr_ratio must be 1, got {arch["sr_ratios"][-1]}')
@@ -193,7 +189,7 @@ class LocalViTPVT(StagedBackbone):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return NCHW maps of the stages in ``out_indices`` (strides 4/8/16/32)."""
-        check_image_input(x, self.in_channels, 1, type(self).__name__)
+        self.check_input(x)
         bsz, outs = x.shape[0], []
         last = len(self.stages) - 1
         for i, stage in enumerate(self.stages):

@@ -21,7 +21,7 @@ from ..layers.lvt_attention import (
 )
 from ..layers.pre_norm_block import PreNormBlock
 from .base import StagedBackbone, pvt_v2_init
-from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
+from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
 
 
 class LinearFFN(BaseModule):
@@ -154,12 +154,9 @@ class LVT(StagedBackbone):
         super().__init__(init_cfg=init_cfg)
         owner = type(self).__name__
         arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
-        num_stages = len(arch['depths'])
+        num_stages = check_per_stage(arch, self.essential_keys, owner)
         arch.setdefault('ffn_dwconv', [i > 0 for i in range(num_stages)])
-        for key in self.essential_keys | {'ffn_dwconv'}:
-            if len(arch[key]) != num_stages:
-                raise ValueError(f'{owner}: arch {key} needs one value per stage '
-                                 f'({num_stages}), got {list(arch[key])}')
+        check_per_stage(arch, {'depths', 'ffn_dwconv'}, owner)
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'{owner}: frozen_stages must be in [-1, {num_stages}], '
                              f'got {frozen_stages}')
@@ -198,7 +195,7 @@ class LVT(StagedBackbone):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return normed NCHW maps of the stages in ``out_indices`` (strides 4/8/16/32)."""
-        check_image_input(x, self.in_channels, 1, type(self).__name__)
+        self.check_input(x)
         outs = []
         for i, stage in enumerate(self.stages):
             tokens, hw_shape = stage(x)

@@ -17,7 +17,7 @@ from vvt_mm.registry import MODELS
 from ..layers.varied_size_window_attention import VariedSizeWindowAttention
 from ..layers.vitaev2_cells import NormalCell, ReductionCell
 from .base import StagedBackbone
-from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
+from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
 
 # PCM conv groups, shared by every official variant.
 _GROUPS = dict(nc_groups=[1, 32, 64, 128], rc_groups=[1, 16, 32, 64])
@@ -137,11 +137,8 @@ class ViTAEv2VSA(StagedBackbone):
         owner = type(self).__name__
         arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
         self.arch = arch
-        num_stages = len(self.downsample_ratios)
-        for key in sorted(self.essential_keys - {'wide_pcm'}):
-            if len(arch[key]) != num_stages:
-                raise ValueError(f'{owner} has {num_stages} stages: arch[{key!r}] needs '
-                                 f'{num_stages} entries, got {arch[key]}')
+        num_stages = check_per_stage(arch, self.essential_keys - {'wide_pcm'}, owner,
+                                     num_stages=len(self.downsample_ratios))
         if len(kernel_sizes) != num_stages or len(dilations) != num_stages:
             raise ValueError(f'{owner} has {num_stages} stages; got kernel_sizes '
                              f'{list(kernel_sizes)}, dilations {list(dilations)}')
@@ -210,7 +207,7 @@ class ViTAEv2VSA(StagedBackbone):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """NCHW maps of the stages in ``out_indices``, of size ``ceil(H / stride)``."""
-        check_image_input(x, self.in_channels, self.min_input_size, type(self).__name__)
+        self.check_input(x)
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)

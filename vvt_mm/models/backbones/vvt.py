@@ -14,11 +14,12 @@ from torch import Tensor
 from vvt_mm.checkpoint.vvt_keys import convert_vvt, is_official_vvt
 from vvt_mm.registry import MODELS
 
-from ..attention.builder import build_attention
+from ..attention.builder import attention_class, build_attention, mixers_taking, takes_option
+from ..attention.spatial_reduction import SpatialReductionAttention
 from ..layers import ConvFFN, OverlapPatchEmbed
 from ..layers.pre_norm_block import PreNormBlock
 from .base import StagedBackbone, pvt_v2_init
-from .utils import check_image_input, normalize_out_indices, resolve_arch, resolve_pretrained
+from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
 
 
 class VVTBlock(PreNormBlock):
@@ -109,7 +110,9 @@ class VVT(StagedBackbone):
             with ``embed_dims``, ``num_heads``, ``depths``, ``mlp_ratios``.
         in_channels: image channels.
         feature_reduction: FR ratio of the attention (2 in the paper).
-        sr_ratios: per-stage spatial reduction of keys/values (VVT_sr, Fig. 8).
+        sr_ratios: per-stage spatial reduction of keys/values (VVT_sr, Fig. 8);
+            ``None`` means none (1 in every stage). Only mixers with an
+            ``sr_ratio`` option take it, and ``spatial_reduction`` needs it.
         attn_cfg: token mixer for every block (``dict(type='vicinity')``);
             swap it to run the paper's attention ablation.
         out_indices: stages whose outputs are returned.
@@ -144,7 +147,7 @@ class VVT(StagedBackbone):
                  arch: str | dict = 'small',
                  in_channels: int = 3,
                  feature_reduction: int = 2,
-                 sr_ratios: Sequence[int] = (1, 1, 1, 1),
+                 sr_ratios: Sequence[int] | None = None,
                  attn_cfg: dict | None = None,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  drop_path_rate: float = 0.1,
@@ -154,15 +157,15 @@ class VVT(StagedBackbone):
                  init_cfg: dict | list | None = None) -> None:
         init_cfg = resolve_pretrained(pretrained, init_cfg)
         super().__init__(init_cfg=init_cfg)
-        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, type(self).__name__)
+        owner = type(self).__name__
+        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
+        num_stages = check_per_stage(arch, self.essential_keys, owner)
         self.arch = arch
         self.in_channels = in_channels
-        num_stages = len(arch['depths'])
-        if len(sr_ratios) != num_stages:
-            raise ValueError(f'sr_ratios needs one ratio per stage ({num_stages}), '
-                             f'got {list(sr_ratios)}')
-        self.out_indices = normalize_out_indices(out_indices, num_stages,
-                                                 type(self).__name__)
+        if attn_cfg is None:
+            attn_cfg = dict(type='vicinity')
+        sr_ratios = self._check_sr_ratios(sr_ratios, attn_cfg, num_stages)
+        self.out_indices = normalize_out_indices(out_indices, num_stages, owner)
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages must be in [-1, {num_stages}], '
                              f'got {frozen_stages}')
@@ -170,8 +173,6 @@ class VVT(StagedBackbone):
         self.with_cp = with_cp
         self.embed_dims = list(arch['embed_dims'])
 
-        if attn_cfg is None:
-            attn_cfg = dict(type='vicinity')
         attn_cfg = dict(attn_cfg)
         if attn_cfg.get('type') in ('vicinity', 'VicinityAttention'):
             attn_cfg.setdefault('feature_reduction', feature_reduction)
@@ -197,13 +198,42 @@ class VVT(StagedBackbone):
             start += depth
         self._freeze_stages()
 
+    def _check_sr_ratios(self, sr_ratios: Sequence[int] | None, attn_cfg: dict,
+                         num_stages: int) -> list[int]:
+        """Per-stage ratios that the token mixer can honour.
+
+        A mixer without ``sr_ratio`` would fail with Python's bare
+        ``unexpected keyword``, and spatial-reduction attention without ratios
+        silently becomes global attention in every stage.
+        """
+        owner = type(self).__name__
+        mixer = attention_class(attn_cfg)
+        if sr_ratios is None:
+            if issubclass(mixer, SpatialReductionAttention) and 'sr_ratio' not in attn_cfg:
+                raise ValueError(
+                    f"{owner}: attn_cfg=dict(type={attn_cfg['type']!r}) needs sr_ratios, "
+                    'else every stage runs global attention (sr_ratio 1); pass e.g. '
+                    f'sr_ratios={(8, 4, 2, 1)[-num_stages:]} (PVTv2), or '
+                    f'sr_ratios={(1, ) * num_stages} for global attention on purpose')
+            return [1] * num_stages
+        if len(sr_ratios) != num_stages:
+            raise ValueError(f'{owner}: sr_ratios needs one ratio per stage ({num_stages}), '
+                             f'got {list(sr_ratios)}')
+        if any(r != 1 for r in sr_ratios) and not takes_option(mixer, 'sr_ratio'):
+            takers = ', '.join(map(repr, mixers_taking('sr_ratio')))
+            raise ValueError(
+                f"{owner}: attn_cfg type {attn_cfg['type']!r} ({mixer.__name__}) takes no "
+                f'spatial reduction, but sr_ratios={list(sr_ratios)} asks for one; drop '
+                f'sr_ratios or use a mixer with sr_ratio: {takers}')
+        return list(sr_ratios)
+
     def default_init(self) -> None:
         """Official init (trunc-normal linears, fan-out normal convs)."""
         self.apply(pvt_v2_init)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return NCHW maps of the stages in ``out_indices`` (strides 4/8/16/32)."""
-        check_image_input(x, self.in_channels, self.min_input_size, type(self).__name__)
+        self.check_input(x)
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
