@@ -72,11 +72,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from vvt_mm.models.attention.builder import attention_names, build_attention  # noqa: E402
-from vvt_mm.models.attention.vicinity_core import (  # noqa: E402
-    triton_available,
-    vicinity_attention_reference,
-    vicinity_attention_torch,
-)
+from vvt_mm.models.attention.vicinity_dispatch import triton_available  # noqa: E402
+from vvt_mm.ops.vicinity_reference import vicinity_attention_reference  # noqa: E402
+from vvt_mm.ops.vicinity_separable import vicinity_attention_separable  # noqa: E402
 
 MB = 1024 * 1024
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -245,7 +243,7 @@ def run_case(row: Row, forward: Callable[[], torch.Tensor | tuple], params: list
 # --------------------------------------------------------------------------- suites
 def core_suite(args, device, mem, progress) -> list[Row]:
     rows = []
-    impls = {'ours(torch)': vicinity_attention_torch, 'reference': vicinity_attention_reference}
+    impls = {'ours(torch)': vicinity_attention_separable, 'reference': vicinity_attention_reference}
     probe = torch.empty(1, device=device)
     if triton_available(probe):
         from vvt_mm.ops.vicinity_triton import vicinity_attention_triton

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec('triton') is None,
 CHECK = textwrap.dedent('''
     import json
     import torch
-    from vvt_mm.models.attention.vicinity_core import (vicinity_attention,
-                                                      vicinity_attention_reference)
+    from vvt_mm.models.attention.vicinity_dispatch import vicinity_attention
+    from vvt_mm.ops.vicinity_reference import vicinity_attention_reference
     gen = torch.Generator().manual_seed(0)
     cases = {
         # name: (q grid, kv grid, head dim, clamp)

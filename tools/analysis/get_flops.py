@@ -121,7 +121,7 @@ class TensorForward(nn.Module):
 
 
 def separable_vicinity_flops(inputs: list, outputs: list) -> int:
-    """Multiply-adds of the separable vicinity core (a custom autograd Function).
+    """Multiply-adds of the separable vicinity core (the ``vvt_mm`` custom op).
 
     The tracer cannot see inside it, so it is counted from its ``(G, H, W, d)``
     q and k maps: per group, the row and column ``k (v|1)^T`` sums
@@ -147,7 +147,7 @@ def count(model: nn.Module, scope: str, shape: tuple[int, int],
     analyzer = FlopAnalyzer(wrapper, (inputs, ))
     # Element-wise ops are uncounted by convention; do not warn about each one.
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    analyzer.set_op_handle(**{'prim::PythonOp._SeparableVicinity': separable_vicinity_flops})
+    analyzer.set_op_handle(**{'vvt_mm::vicinity_separable_forward': separable_vicinity_flops})
     with torch.no_grad():
         flops = analyzer.total()
     result = dict(flops=flops, params=sum(p.numel() for p in model.parameters()),

@@ -11,7 +11,7 @@ Split of the work:
   and the official ``abs_clamp`` points. ``q`` is read once and the output
   written once.
 
-Backward is the exact torch path (:func:`vicinity_attention_torch`) run on the
+Backward is the exact separable path (:func:`vicinity_attention_separable`) run on the
 saved ``q``, ``k``, ``v``; it is correct everywhere, only not fused.
 
 Products use IEEE fp32 (``input_precision='ieee'``), not TF32, so the kernel
@@ -26,14 +26,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from vvt_mm.models.attention.vicinity_core import (
+from .vicinity_reference import (
     ABS_CLAMP_MAX,
     ABS_CLAMP_MIN,
     NORMALISER_EPS,
-    _check_shapes,
-    _clamp_kv_state_,
-    _kv_state,
-    vicinity_attention_torch,
+    check_vicinity_shapes,
+)
+from .vicinity_separable import (
+    clamp_kv_state_,
+    vicinity_attention_separable,
+    vicinity_kv_state,
 )
 
 BLOCK_TOKENS = 64
@@ -100,10 +102,10 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, q_hw: tuple[int, int],
              kv_hw: tuple[int, int], clamp: bool, eps: float) -> Tensor:
     bsz, heads, num_tokens, dim = q.shape
     q3 = q.float().reshape(bsz * heads, num_tokens, dim).contiguous()
-    state = _kv_state(k.float().reshape(bsz * heads, *kv_hw, dim),
+    state = vicinity_kv_state(k.float().reshape(bsz * heads, *kv_hw, dim),
                       v.float().reshape(bsz * heads, *kv_hw, dim))
     if clamp:
-        _clamp_kv_state_(state)
+        clamp_kv_state_(state)
     out = torch.empty_like(q3)
     grid = (triton.cdiv(num_tokens, BLOCK_TOKENS), bsz * heads)
     _vicinity_forward_kernel[grid](
@@ -126,7 +128,7 @@ class _TritonVicinity(torch.autograd.Function):
     def backward(ctx, grad_out):
         inputs = [t.detach().requires_grad_(True) for t in ctx.saved_tensors]
         with torch.enable_grad():
-            out = vicinity_attention_torch(*inputs, *ctx.args)
+            out = vicinity_attention_separable(*inputs, *ctx.args)
         grads = torch.autograd.grad(out, inputs, grad_out)
         return (*grads, None, None, None, None)
 
@@ -138,7 +140,7 @@ def vicinity_attention_triton(q: Tensor, k: Tensor, v: Tensor,
                               eps: float = NORMALISER_EPS) -> Tensor:
     """Same arguments and result as :func:`vicinity_attention_reference`."""
     kv_hw = q_hw if kv_hw is None else kv_hw
-    _check_shapes(q, k, v, q_hw, kv_hw)
+    check_vicinity_shapes(q, k, v, q_hw, kv_hw)
     with torch.autocast(q.device.type, enabled=False):
         return _TritonVicinity.apply(q, k, v, tuple(q_hw), tuple(kv_hw), bool(clamp),
                                      float(eps))

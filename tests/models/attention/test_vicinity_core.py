@@ -5,16 +5,14 @@ import pytest
 import torch
 
 from vvt_mm.models.attention import vicinity as vicinity_module
+from vvt_mm.models.attention import vicinity_dispatch
 from vvt_mm.models.attention.vicinity import VicinityAttention
-from vvt_mm.models.attention.vicinity_core import (
-    NORMALISER_EPS,
-    triton_available,
-    vicinity_attention,
-    vicinity_attention_reference,
-    vicinity_attention_torch,
-)
+from vvt_mm.models.attention.vicinity_dispatch import triton_available, vicinity_attention
+from vvt_mm.ops import vicinity_separable
+from vvt_mm.ops.vicinity_reference import NORMALISER_EPS, vicinity_attention_reference
+from vvt_mm.ops.vicinity_separable import vicinity_attention_separable
 
-IMPLS = {'torch': vicinity_attention_torch, 'reference': vicinity_attention_reference}
+IMPLS = {'torch': vicinity_attention_separable, 'reference': vicinity_attention_reference}
 
 
 def quadratic_vicinity(q, k, v, q_hw, kv_hw, eps=NORMALISER_EPS):
@@ -69,7 +67,7 @@ def clamp_stressing_inputs(q_hw, kv_hw, dtype, grad):
 @pytest.mark.parametrize('q_hw,kv_hw', GRIDS[:2])
 def test_torch_path_matches_reference_with_official_clamps(dtype, tol, q_hw, kv_hw):
     q, k, v = clamp_stressing_inputs(q_hw, kv_hw, dtype, grad=False)
-    fast = vicinity_attention_torch(q, k, v, q_hw, kv_hw, clamp=True)
+    fast = vicinity_attention_separable(q, k, v, q_hw, kv_hw, clamp=True)
     ref = vicinity_attention_reference(q, k, v, q_hw, kv_hw, clamp=True)
     torch.testing.assert_close(fast, ref, rtol=tol, atol=tol)
     assert (ref[1, 1, :3] == 0).all() and (fast[1, 1, :3] == 0).all()
@@ -97,18 +95,17 @@ def test_torch_path_gradients_match_reference(clamp, q_hw, kv_hw):
 def test_torch_path_gradients_pass_gradcheck_without_clamps():
     q, k, v = make_qkv(1, 2, (3, 4), (2, 2), 3, grad=True)
     assert torch.autograd.gradcheck(
-        lambda q, k, v: vicinity_attention_torch(q, k, v, (3, 4), (2, 2), clamp=False),
+        lambda q, k, v: vicinity_attention_separable(q, k, v, (3, 4), (2, 2), clamp=False),
         (q, k, v))
 
 
 def test_torch_path_blocks_give_the_same_result(monkeypatch):
     """Tiny blocks (one row at a time) and one block for everything agree."""
-    from vvt_mm.models.attention import vicinity_core
     q, k, v = make_qkv(2, 2, (7, 5), (3, 2), 4, grad=True)
     results = []
     for block in (1, 1 << 20):
-        monkeypatch.setattr(vicinity_core, 'BLOCK_ELEMENTS', block)
-        out = vicinity_attention_torch(q, k, v, (7, 5), (3, 2))
+        monkeypatch.setattr(vicinity_separable, 'BLOCK_ELEMENTS', block)
+        out = vicinity_attention_separable(q, k, v, (7, 5), (3, 2))
         results.append((out, *torch.autograd.grad(out.square().sum(), (q, k, v))))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
@@ -119,7 +116,7 @@ def test_torch_path_accepts_head_strided_projections():
     gen = torch.Generator().manual_seed(1)
     x = [torch.randn(2, 20, 3, 4, generator=gen, dtype=torch.float64) for _ in range(3)]
     q, k, v = (t.transpose(1, 2) for t in x)
-    out = vicinity_attention_torch(q, k, v, (4, 5), clamp=False)
+    out = vicinity_attention_separable(q, k, v, (4, 5), clamp=False)
     torch.testing.assert_close(out, quadratic_vicinity(q, k, v, (4, 5), (4, 5)))
 
 
@@ -137,31 +134,30 @@ def test_autocast_finite_on_1024_image_stage1_grid(dtype):
     for t in (q, k, v):
         assert torch.isfinite(t.grad).all()
     # Same inputs (rounded to the half type), fp64 math: only output rounding differs.
-    exact = vicinity_attention_torch(*(t.detach().to(dtype).double() for t in (q, k, v)), hw)
+    exact = vicinity_attention_separable(*(t.detach().to(dtype).double() for t in (q, k, v)), hw)
     torch.testing.assert_close(out.double(), exact, rtol=1e-2, atol=1e-2)
 
 
 def test_dispatcher_picks_by_map_size_on_cpu_and_rejects_unknown_impl(monkeypatch):
     """Small maps go through the official formulation, others the separable one."""
-    from vvt_mm.models.attention import vicinity_core
     calls = []
-    for name in ('vicinity_attention_torch', 'vicinity_attention_reference'):
-        impl = getattr(vicinity_core, name)
-        monkeypatch.setattr(vicinity_core, name,
+    for name in ('vicinity_attention_separable', 'vicinity_attention_reference'):
+        impl = getattr(vicinity_dispatch, name)
+        monkeypatch.setattr(vicinity_dispatch, name,
                             lambda *a, _impl=impl, _name=name, **kw: calls.append(_name) or
                             _impl(*a, **kw))
     small = make_qkv(1, 1, (3, 3), (3, 3), 2, dtype=torch.float32, grad=True)
     big = make_qkv(1, 1, (20, 20), (20, 20), 2, dtype=torch.float32, grad=True)
     assert not triton_available(small[0])
     out = vicinity_attention(*small, (3, 3))
-    torch.testing.assert_close(out, vicinity_attention_torch(*small, (3, 3)))
+    torch.testing.assert_close(out, vicinity_attention_separable(*small, (3, 3)))
     vicinity_attention(*big, (20, 20))  # 400 tokens with grad: separable
     with torch.no_grad():
         vicinity_attention(*big, (20, 20))  # inference on <= 576 tokens: official
     with torch.autocast('cpu', dtype=torch.bfloat16):
         vicinity_attention(*small, (3, 3))  # autocast: always the fp32 separable path
-    assert calls == ['vicinity_attention_reference', 'vicinity_attention_torch',
-                     'vicinity_attention_reference', 'vicinity_attention_torch']
+    assert calls == ['vicinity_attention_reference', 'vicinity_attention_separable',
+                     'vicinity_attention_reference', 'vicinity_attention_separable']
     with pytest.raises(ValueError, match='impl'):
         vicinity_attention(*small, (3, 3), impl='cuda')
 
@@ -169,9 +165,9 @@ def test_dispatcher_picks_by_map_size_on_cpu_and_rejects_unknown_impl(monkeypatc
 def test_core_rejects_token_counts_that_do_not_fit_the_grid():
     q, k, v = make_qkv(1, 1, (3, 3), (3, 3), 2, dtype=torch.float32)
     with pytest.raises(ValueError, match='grid'):
-        vicinity_attention_torch(q, k, v, (3, 4))
+        vicinity_attention_separable(q, k, v, (3, 4))
     with pytest.raises(ValueError, match='grid'):
-        vicinity_attention_torch(q, k, v, (3, 3), (2, 2))
+        vicinity_attention_separable(q, k, v, (3, 3), (2, 2))
 
 
 @pytest.mark.parametrize('hw', [(9, 7), (5, 10)])

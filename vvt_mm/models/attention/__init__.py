@@ -7,18 +7,12 @@ from .performer import PerformerAttention, performer_attention
 from .softmax import SoftmaxAttention
 from .spatial_reduction import SpatialReductionAttention
 from .vicinity import VicinityAttention
-from .vicinity_core import (
-                            abs_clamp,
-                            vicinity_attention,
-                            vicinity_attention_reference,
-                            vicinity_attention_torch,
-)
+from .vicinity_dispatch import vicinity_attention
 from .vicinity_no_locality import VicinityNoLocalityAttention, relu_linear_attention
 
 __all__ = [
-    'VicinityAttention', 'abs_clamp', 'vicinity_attention', 'vicinity_attention_reference',
-    'vicinity_attention_torch', 'attention_names', 'build_attention', 'CosFormerAttention',
-    'cosformer_attention', 'GlobalContextAttention', 'LinformerAttention',
+    'VicinityAttention', 'vicinity_attention', 'attention_names', 'build_attention',
+    'CosFormerAttention', 'cosformer_attention', 'GlobalContextAttention', 'LinformerAttention',
     'PerformerAttention', 'performer_attention', 'SoftmaxAttention', 'SpatialReductionAttention',
     'VicinityNoLocalityAttention', 'relu_linear_attention'
 ]

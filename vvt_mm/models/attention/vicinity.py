@@ -7,9 +7,10 @@ from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from vvt_mm.ops.vicinity_reference import abs_clamp
 from vvt_mm.registry import ATTENTIONS
 
-from .vicinity_core import IMPLS, abs_clamp, vicinity_attention
+from .vicinity_dispatch import IMPLS, vicinity_attention
 
 
 @ATTENTIONS.register_module(name=['vicinity', 'VicinityAttention'])

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vvt_mm.ops.vicinity_reference import NORMALISER_EPS, abs_clamp
 from vvt_mm.registry import ATTENTIONS
 
 from .vicinity import VicinityAttention
-from .vicinity_core import NORMALISER_EPS, abs_clamp
 
 
 def relu_linear_attention(q: Tensor, k: Tensor, v: Tensor, clamp: bool = True,
