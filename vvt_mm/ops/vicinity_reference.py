@@ -128,6 +128,13 @@ def vicinity_attention_reference(q: Tensor, k: Tensor, v: Tensor,
 def _separable_features(x: Tensor, hw: tuple[int, int]) -> Tensor:
     """``[x cos a, x sin a, x cos b, x sin b]`` along the channel dimension."""
     h, w = hw
-    a = vicinity_angles(h, x.device, x.dtype).repeat_interleave(w).to(x.dtype)[:, None]
-    b = vicinity_angles(w, x.device, x.dtype).repeat(h).to(x.dtype)[:, None]
+    # Row and column of every token from its index (what vicinity_angles gives
+    # per row/column, value for value): plain arange / floor-div / mod, which
+    # the exporters translate for symbolic h, w (ONNX's repeat_interleave does not).
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    token = torch.arange(h * w, device=x.device)
+    row = token // w
+    col = token - row * w  # token % w; ONNX has no remainder by a symbolic scalar
+    a = (row.to(work) * (math.pi / 2 / h)).to(x.dtype)[:, None]
+    b = (col.to(work) * (math.pi / 2 / w)).to(x.dtype)[:, None]
     return torch.cat([x * a.cos(), x * a.sin(), x * b.cos(), x * b.sin()], dim=-1)
