@@ -19,6 +19,7 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check vvt_mm tools tests configs
+	$(VENV)/bin/lint-imports
 
 benchmark: install
 	$(PY) tools/benchmark.py
