@@ -1,7 +1,7 @@
 # Semantic FPN + LVT on ADE20K in PVT's setting (the recipe of
 # configs/fpn_vvt_s_ade20k.py, so the backbones compare one-to-one). The LVT paper
 # reports SegFormer's head instead (39.3 mIoU, 160k iterations); this config is the
-# Semantic FPN comparison of issue 5, not a reproduction of that number.
+# Semantic FPN comparison across our backbones, not a reproduction of that number.
 #
 # FPN neck 256 channels, FPN head 128 channels, 8 GPUs x 2 images = batch 16,
 # 512x512 crops, 80k iterations, AdamW lr 1e-4, wd 1e-4, poly (power 0.9) to 0.

@@ -1,6 +1,6 @@
 """Numerical robustness of VVT: mixed precision, extreme inputs, batch independence, determinism.
 
-Mixed precision (issue #6: fp16 and bf16 autocast forward+backward of every
+Mixed precision (the claim: fp16 and bf16 autocast forward+backward of every
 arch at 1024x1024 are finite) is tested on CPU, where CI runs (2 cores):
 
 * ``test_every_arch_at_1024_on_cpu``: the whole claim, every arch x {fp16,
