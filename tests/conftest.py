@@ -9,17 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from vvt_mm.testing import make_tiny_ade20k
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_tiny_ade20k(out_dir: str, **kwargs) -> str:
-    """tools/data/make_tiny_ade20k.py, imported by path (tools/ is not a package)."""
-    import importlib.util
-    path = ROOT / 'tools' / 'data' / 'make_tiny_ade20k.py'
-    spec = importlib.util.spec_from_file_location('make_tiny_ade20k', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_tiny_ade20k(out_dir, **kwargs)
 
 
 def small_upernet_options(data_root: str, iters: int) -> list[str]:

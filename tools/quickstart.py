@@ -1,6 +1,6 @@
 """The README's main job: train and evaluate a small VVT UPerNet end to end.
 
-1. writes a tiny ADE20K-layout dataset (``tools/data/make_tiny_ade20k.py``);
+1. writes a tiny ADE20K-layout dataset (:func:`vvt_mm.testing.make_tiny_ade20k`);
 2. derives a small config from ``configs/upernet_vvt_t_ade20k.py`` -- same
    model family and pipeline, but random init, small crops, narrow heads and a
    few dozen iterations -- and saves it next to the run;
@@ -28,9 +28,9 @@ import numpy as np
 from mmengine.config import Config
 from PIL import Image
 
+from vvt_mm.testing import make_tiny_ade20k
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'data'))
-from make_tiny_ade20k import make_tiny_ade20k  # noqa: E402
 
 BASE_CONFIG = osp.join(ROOT, 'configs', 'upernet_vvt_t_ade20k.py')
 

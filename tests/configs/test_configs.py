@@ -15,7 +15,6 @@ import copy
 import functools
 import importlib
 import logging
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,10 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope
 
 import vvt_mm  # noqa: F401
+from vvt_mm.testing import make_tiny_ade20k, make_tiny_coco, make_tiny_imagenet
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('*.py'))
-sys.path.insert(0, str(ROOT / 'tools' / 'data'))
-from make_tiny_ade20k import make_tiny_ade20k  # noqa: E402
-from make_tiny_coco import make_tiny_coco  # noqa: E402
-from make_tiny_imagenet import make_tiny_imagenet  # noqa: E402
 
 # Official VVT parameter counts with the 1000-class head (REFERENCE.md), in M.
 CLASSIFIER_PARAMS = {'tiny': 12.88, 'small': 25.49, 'medium': 47.91, 'large': 61.85}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from vvt_mm.testing import make_tiny_ade20k
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / 'tools' / 'data'))
-from make_tiny_ade20k import make_tiny_ade20k  # noqa: E402
 
 
 @pytest.mark.slow

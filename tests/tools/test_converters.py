@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +10,7 @@ from mmengine.registry import DefaultScope
 
 import vvt_mm  # noqa: F401
 from vvt_mm.models.backbones import VVT
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _vvt_official import ROOT, load_tool, official_checkpoint  # noqa: E402
+from vvt_mm.testing import ROOT, load_tool, official_checkpoint
 
 vvt2mm = load_tool('tools/model_converters/vvt2mm.py')
 

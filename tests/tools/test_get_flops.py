@@ -1,13 +1,9 @@
 """tools/analysis/get_flops.py: fvcore-style counts that match the VVT paper."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _vvt_official import ROOT, load_tool  # noqa: E402
+from vvt_mm.testing import ROOT, load_tool
 
 get_flops = load_tool('tools/analysis/get_flops.py')
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _vvt_official import ROOT, load_tool, official_checkpoint  # noqa: E402
+from vvt_mm.testing import ROOT, load_tool, official_checkpoint
 
 infer = load_tool('tools/infer.py')
 

@@ -1,7 +1,6 @@
 """tools/test.py and tools/infer.py refuse checkpoints that would leave weights random."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _vvt_official import ROOT, load_tool, official_checkpoint, to_official  # noqa: E402
+from vvt_mm.testing import ROOT, load_tool, official_checkpoint, to_official
 
 test_tool = load_tool('tools/test.py')
 infer = load_tool('tools/infer.py')

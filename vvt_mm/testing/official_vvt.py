@@ -1,4 +1,10 @@
-"""Helpers for the tool tests: tool modules by path, official-layout VVT weights."""
+"""Official-layout VVT weights for tests (no download), and tool scripts by path.
+
+The inverse key mapping here is written from the official layout
+(``classification/vvt.py`` of OpenNLPLab/Vicinity-Vision-Transformer),
+independently of :mod:`vvt_mm.checkpoint.vvt_keys`, so a test of the
+converter compares two separate readings of the same layout.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -7,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+# The source checkout (tools/ is not part of the installed package's import path).
 ROOT = Path(__file__).resolve().parents[2]
 
 
