@@ -8,7 +8,6 @@ iterations on generated data) in a module-scoped fixture.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -22,16 +21,9 @@ import pytest
 import torch
 
 import vvt_mm  # noqa: F401  (the test process reads checkpoints weights-only too)
+from vvt_mm.testing import make_tiny_coco, make_tiny_imagenet
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def data_tool(name: str):
-    """A ``tools/data`` script imported by path (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / 'tools' / 'data' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def clean_env() -> dict:
@@ -131,7 +123,7 @@ def train_with_our_tools(config: str, data_root: str, work: Path,
 def classifier_trained_by_our_tools(tmp_path_factory) -> TrainedRun:
     """configs/vvt_t_in1k.py on 2 classes x 2 images (train) / 1 image (val)."""
     base = tmp_path_factory.mktemp('cls')
-    root = data_tool('make_tiny_imagenet').make_tiny_imagenet(
+    root = make_tiny_imagenet(
         str(base / 'in1k'), num_classes=2, num_train=2, num_val=1, size=72)
     return train_with_our_tools('vvt_t_in1k.py', root, base / 'work', classifier_options)
 
@@ -144,7 +136,7 @@ def detector_trained_by_our_tools(tmp_path_factory) -> TrainedRun:
     full batches of 2.
     """
     base = tmp_path_factory.mktemp('det')
-    root = data_tool('make_tiny_coco').make_tiny_coco(
+    root = make_tiny_coco(
         str(base / 'coco'), num_train=4, num_val=2, sizes=((97, 150), (75, 131)))
     return train_with_our_tools('retinanet_vvt_t_fpn_1x_coco.py', root + '/', base / 'work',
                                 detector_options)
