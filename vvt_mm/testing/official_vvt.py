@@ -53,11 +53,11 @@ def to_official(backbone_state: dict) -> dict:
 
 
 def official_checkpoint(path: Path, num_classes: int = 1000, hot_class: int | None = None,
-                        seed: int = 0):
-    """Save ``{'model': official sd}`` of a random VVT-T + linear head; return the parts."""
+                        seed: int = 0, arch: str = 'tiny'):
+    """Save ``{'model': official sd}`` of a random VVT + linear head; return the parts."""
     from vvt_mm.models.backbones import VVT
     torch.manual_seed(seed)
-    backbone = VVT(arch='tiny', drop_path_rate=0.0).eval()
+    backbone = VVT(arch=arch, drop_path_rate=0.0).eval()
     backbone.init_weights()
     head = torch.nn.Linear(512, num_classes)
     with torch.no_grad():
