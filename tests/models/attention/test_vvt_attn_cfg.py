@@ -61,6 +61,29 @@ def test_mixer_options_pass_through_attn_cfg():
     assert all(stage.blocks[0].attn.projection.shape[0] == 24 for stage in model.stages)
 
 
+@pytest.mark.parametrize('attn_type', ['vicinity', 'vicinity_no_locality'])
+def test_feature_reduction_is_the_mixers_own_option(attn_type):
+    """FR reaches every mixer that has it (not only 'vicinity'), from attn_cfg."""
+    arch = small_arch()
+    default = VVT(arch=arch, attn_cfg=dict(type=attn_type))
+    reduced = VVT(arch=arch, attn_cfg=dict(type=attn_type, feature_reduction=4))
+    for stage, dims in zip(reduced.stages, arch['embed_dims']):
+        assert stage.blocks[0].attn.inner_dims == dims // 4
+    for stage, dims in zip(default.stages, arch['embed_dims']):
+        assert stage.blocks[0].attn.inner_dims == dims // 2
+    with pytest.raises(TypeError, match=r"goes in attn_cfg, e\.g\. attn_cfg=dict\(type="):
+        VVT(arch=arch, feature_reduction=4)
+
+
+def test_norm_cfg_reaches_blocks_and_stage_norms():
+    model = VVT(arch=small_arch(), norm_cfg=dict(type='LN', eps=1e-3))
+    block = model.stages[0].blocks[0]
+    assert block.norm1.eps == block.norm2.eps == model.stages[0].norm.eps == 1e-3
+    assert model.stages[0].patch_embed.norm.eps == 1e-5  # patch_norm_cfg is separate
+    official = VVT(arch=small_arch())
+    assert official.stages[0].norm.eps == 1e-6
+
+
 @pytest.mark.parametrize('scope', ['mmseg', 'mmdet', 'mmpretrain'])
 def test_every_attention_builds_through_the_downstream_registries(scope):
     registry = pytest.importorskip(f'{scope}.registry').MODELS

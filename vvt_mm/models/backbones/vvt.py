@@ -22,6 +22,12 @@ from .base import StagedBackbone, pvt_v2_init
 from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
 
 
+# Official norms: LayerNorm eps 1e-6 in blocks and after each stage, 1e-5 in
+# the patch embeddings.
+NORM_CFG = dict(type='LN', eps=1e-6)
+PATCH_NORM_CFG = dict(type='LN', eps=1e-5)
+
+
 class VVTBlock(PreNormBlock):
     """Pre-norm transformer block: ``x + attn(norm1(x))``, ``x + ffn(norm2(x))``.
 
@@ -49,7 +55,7 @@ class VVTBlock(PreNormBlock):
                  with_cp: bool = False,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        norm_cfg = norm_cfg or dict(type='LN', eps=1e-6)
+        norm_cfg = norm_cfg or NORM_CFG
         self.with_cp = with_cp
         self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
         attn_cfg = copy.deepcopy(attn_cfg)
@@ -62,7 +68,7 @@ class VVTBlock(PreNormBlock):
 
 
 class VVTStage(BaseModule):
-    """Patch embedding, ``depth`` blocks and a closing LayerNorm."""
+    """Patch embedding, ``depth`` blocks and a closing norm (``norm_cfg``)."""
 
     def __init__(self,
                  in_channels: int,
@@ -75,17 +81,21 @@ class VVTStage(BaseModule):
                  stride: int,
                  sr_ratio: int = 1,
                  drop_paths: Sequence[float] = (),
+                 norm_cfg: dict | None = None,
+                 patch_norm_cfg: dict | None = None,
                  with_cp: bool = False,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        norm_cfg = norm_cfg or NORM_CFG
         self.patch_embed = OverlapPatchEmbed(in_channels, embed_dims, patch_size, stride,
-                                             norm_cfg=dict(type='LN', eps=1e-5))
+                                             norm_cfg=patch_norm_cfg or PATCH_NORM_CFG)
         self.blocks = ModuleList([
             VVTBlock(embed_dims, num_heads, mlp_ratio, attn_cfg, sr_ratio=sr_ratio,
-                     drop_path=drop_paths[j] if drop_paths else 0., with_cp=with_cp)
+                     drop_path=drop_paths[j] if drop_paths else 0., norm_cfg=norm_cfg,
+                     with_cp=with_cp)
             for j in range(depth)
         ])
-        self.norm = build_norm_layer(dict(type='LN', eps=1e-6), embed_dims)[1]
+        self.norm = build_norm_layer(norm_cfg, embed_dims)[1]
 
     def forward(self, x: Tensor) -> Tensor:
         """NCHW in, NCHW out."""
@@ -109,12 +119,15 @@ class VVT(StagedBackbone):
         arch: ``'tiny'|'small'|'medium'|'large'`` (or ``t/s/m/l``), or a dict
             with ``embed_dims``, ``num_heads``, ``depths``, ``mlp_ratios``.
         in_channels: image channels.
-        feature_reduction: FR ratio of the attention (2 in the paper).
         sr_ratios: per-stage spatial reduction of keys/values (VVT_sr, Fig. 8);
             ``None`` means none (1 in every stage). Only mixers with an
             ``sr_ratio`` option take it, and ``spatial_reduction`` needs it.
         attn_cfg: token mixer for every block (``dict(type='vicinity')``);
-            swap it to run the paper's attention ablation.
+            swap it to run the paper's attention ablation. Mixer options go
+            here, e.g. ``dict(type='vicinity', feature_reduction=2)`` (FR, 2 in
+            the paper and the mixer's default).
+        norm_cfg: norms of the blocks and after each stage (official: LN, eps
+            1e-6); ``patch_norm_cfg``: of the patch embeddings (LN, eps 1e-5).
         out_indices: stages whose outputs are returned.
         drop_path_rate: stochastic depth, linearly increasing over blocks.
         with_cp: activation checkpointing of every block.
@@ -146,15 +159,22 @@ class VVT(StagedBackbone):
     def __init__(self,
                  arch: str | dict = 'small',
                  in_channels: int = 3,
-                 feature_reduction: int = 2,
                  sr_ratios: Sequence[int] | None = None,
                  attn_cfg: dict | None = None,
+                 norm_cfg: dict | None = None,
+                 patch_norm_cfg: dict | None = None,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  drop_path_rate: float = 0.1,
                  with_cp: bool = False,
                  frozen_stages: int = -1,
                  pretrained: str | None = None,
-                 init_cfg: dict | list | None = None) -> None:
+                 init_cfg: dict | list | None = None,
+                 **mixer_options) -> None:
+        if mixer_options:
+            options = ', '.join(f'{k}={v!r}' for k, v in mixer_options.items())
+            raise TypeError(
+                f'VVT got {options}, which VVT itself does not take; a token-mixer option '
+                f"goes in attn_cfg, e.g. attn_cfg=dict(type='vicinity', {options})")
         init_cfg = resolve_pretrained(pretrained, init_cfg)
         super().__init__(init_cfg=init_cfg)
         owner = type(self).__name__
@@ -173,10 +193,6 @@ class VVT(StagedBackbone):
         self.with_cp = with_cp
         self.embed_dims = list(arch['embed_dims'])
 
-        attn_cfg = dict(attn_cfg)
-        if attn_cfg.get('type') in ('vicinity', 'VicinityAttention'):
-            attn_cfg.setdefault('feature_reduction', feature_reduction)
-
         total_depth = sum(arch['depths'])
         drop_paths = torch.linspace(0, drop_path_rate, total_depth).tolist()
         self.stages = ModuleList()
@@ -194,6 +210,8 @@ class VVT(StagedBackbone):
                     stride=4 if i == 0 else 2,
                     sr_ratio=sr_ratios[i],
                     drop_paths=drop_paths[start:start + depth],
+                    norm_cfg=norm_cfg,
+                    patch_norm_cfg=patch_norm_cfg,
                     with_cp=with_cp))
             start += depth
         self._freeze_stages()
