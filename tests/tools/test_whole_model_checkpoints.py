@@ -1,6 +1,7 @@
 """tools/test.py and tools/infer.py refuse checkpoints that would leave weights random."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,40 @@ def test_infer_accepts_a_head_for_another_class_count_and_says_so(tmp_path, caps
                 '--out', str(tmp_path / 'o.png'), '--device', 'cpu'])
     out = capsys.readouterr().out
     assert 'head.fc.weight has shape (10, 512) in the checkpoint, (1000, 512)' in out
+
+
+@pytest.fixture(scope='module')
+def tiny_in1k(tmp_path_factory) -> list[str]:
+    """configs/vvt_t_in1k.py's test loader on 2 classes x 1 image, 64 px crops."""
+    from vvt_mm.testing import make_tiny_imagenet
+    root = make_tiny_imagenet(str(tmp_path_factory.mktemp('in1k')), num_classes=2,
+                              num_train=1, num_val=1, size=72)
+    return [f'test_dataloader.dataset.data_root={root}', 'test_dataloader.batch_size=2',
+            'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
+            'test_dataloader.dataset.pipeline.1.scale=72',
+            'test_dataloader.dataset.pipeline.2.crop_size=64']
+
+
+def test_test_tool_converts_an_official_classifier_checkpoint(tiny_in1k, tmp_path, capsys):
+    ckpt = tmp_path / 'vvt_tiny.pth'
+    official_checkpoint(ckpt, hot_class=1)  # every image scores class 1
+    dump = tmp_path / 'preds.pkl'
+    test_tool.main([str(ROOT / 'configs' / 'vvt_t_in1k.py'), str(ckpt), '--work-dir',
+                    str(tmp_path / 'w'), '--out', str(dump), '--cfg-options', *tiny_in1k])
+    out = capsys.readouterr().out
+    # The converted head predicts class 1 for every image (random weights would
+    # not); the val images are of classes 0 and 1, so exactly one is right.
+    import mmengine
+    assert [int(p['pred_label']) for p in mmengine.load(str(dump))] == [1, 1]
+    assert re.search(r'^accuracy/top1\s+50\.0000$', out, re.M), out[-2000:]
+
+
+def test_test_tool_refuses_a_backbone_only_checkpoint_for_a_classifier(tiny_in1k, tmp_path):
+    ckpt = tmp_path / 'vvt_tiny_backbone.pth'
+    backbone, _ = official_checkpoint(tmp_path / 'official.pth')
+    torch.save(dict(state_dict=backbone.state_dict()), ckpt)
+    with pytest.raises(SystemExit) as info:
+        test_tool.main([str(ROOT / 'configs' / 'vvt_t_in1k.py'), str(ckpt), '--work-dir',
+                        str(tmp_path / 'w'), '--cfg-options', *tiny_in1k])
+    line = first_error_line(info)
+    assert 'backbone-only checkpoint' in line and 'head.fc.weight' in line
