@@ -1,27 +1,22 @@
-"""tools/benchmark.py: the quick sweep writes its table, CSV and plot; memory is honest."""
+"""tools/benchmark.py (vvt_mm.benchmark): the quick sweep writes its tables, CSV and plot;
+memory is honest; the deploy rows compare onnxruntime and torch.compile with eager."""
 import csv
-import importlib.util
 import math
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from vvt_mm.benchmark import cli, deploy, report, suites
+from vvt_mm.benchmark.measurement import Clock, Meter, PeakMemory, Row
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location('vvt_benchmark', ROOT / 'tools' / 'benchmark.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_peak_memory_sees_a_known_cpu_allocation():
-    bench = load_benchmark()
-    mem = bench.PeakMemory(torch.device('cpu'))
+    mem = PeakMemory(torch.device('cpu'))
     if not mem.available:
         pytest.skip('/proc/self/clear_refs is not writable here')
 
@@ -35,23 +30,33 @@ def test_peak_memory_sees_a_known_cpu_allocation():
     assert mem.measure(lambda: torch.ones(1024).sum()) < 8
 
 
+def test_meter_times_with_the_clock_it_is_given():
+    ticks = iter([10.0, 10.25, 20.0, 20.5])
+    meter = Meter(torch.device('cpu'), Clock('fake', lambda: next(ticks)),
+                  PeakMemory(torch.device('cpu')))
+    assert meter.timed(lambda: None) == 250.0
+    assert deploy.interleaved_best({'a': lambda: None}, meter, rounds=0) == {'a': math.inf}
+    assert meter.timed(lambda: None) == 500.0
+
+
 def test_fit_line_recovers_slope_and_intercept():
-    bench = load_benchmark()
-    a, b, r2 = bench.fit_line([0.05, 0.25, 0.6, 1.05], [10 + 300 * x for x in
-                                                         [0.05, 0.25, 0.6, 1.05]])
+    a, b, r2 = report.fit_line([0.05, 0.25, 0.6, 1.05], [10 + 300 * x for x in
+                                                          [0.05, 0.25, 0.6, 1.05]])
     assert math.isclose(a, 10) and math.isclose(b, 300) and math.isclose(r2, 1.0)
 
 
 def test_quick_run_prints_ratios_and_writes_csv_and_png(tmp_path, capsys):
-    bench = load_benchmark()
     threads = torch.get_num_threads()
     try:
-        rows = bench.main(['--quick', '--out', str(tmp_path), '--backbones', 'VVT-S'])
+        rows = cli.main(['--quick', '--out', str(tmp_path), '--backbones', 'VVT-S'])
     finally:
         torch.set_num_threads(threads)  # main() pins one thread for stable timings
     text = capsys.readouterr().out
     assert 'CORE' in text and 'ATTENTION MODULES' in text and 'BACKBONES' in text
-    assert 'MUST-SHOW CHECKS' in text
+    assert 'DEPLOY' in text and 'TARGET CHECKS' in text
+    assert 'onnxruntime vs PyTorch eager, inference: ' in text
+    assert 'torch.compile(aot_eager) vs eager: inference ' in text
+    assert "--quick: torch.compile backend 'aot_eager'" in text  # says why not inductor
     with open(tmp_path / 'results.csv') as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(rows)
@@ -66,32 +71,60 @@ def test_quick_run_prints_ratios_and_writes_csv_and_png(tmp_path, capsys):
     assert backbone and all(r['note'] == 'memory: fresh process' and
                             float(r['train_mem_mb']) > float(r['fwd_mem_mb']) > 0
                             for r in backbone)
-    floor = [r for r in table if r['name'] == bench.GEMM_FLOOR]
+    floor = [r for r in table if r['name'] == suites.GEMM_FLOOR]
     assert floor and all(0 < float(r['fwd_ms']) < float(r['fwd_bwd_ms']) for r in floor)
     measured = [r for r in table if not r['note']]
     assert measured and all(float(r['fwd_ms']) > 0 for r in measured)
+    # Deploy: eager, onnxruntime and the compiled model at the same tiny size.
+    dep = {r['name']: r for r in table if r['suite'] == 'deploy'}
+    assert set(dep) == {'eager', 'onnxruntime', 'torch.compile(aot_eager)'}
+    assert float(dep['eager']['fwd_ms']) > 0 and float(dep['eager']['fwd_bwd_ms']) > 0
+    assert float(dep['onnxruntime']['fwd_ms']) > 0
+    assert float(dep['onnxruntime']['fwd_setup_s']) > 0  # export + session
+    compiled = dep['torch.compile(aot_eager)']
+    assert float(compiled['fwd_ms']) > 0 and float(compiled['fwd_setup_s']) > 0
+    # Compiled training either runs or its row says why it did not.
+    assert float(compiled['fwd_bwd_ms']) > 0 or 'training failed' in compiled['note']
     assert (tmp_path / 'benchmark.png').stat().st_size > 10_000
 
 
-def test_checks_print_the_bounds_and_the_triton_ratio():
-    """The issue's checks quote the GEMM floor, the Amdahl bound and Triton vs torch."""
-    bench = load_benchmark()
-    row = bench.Row
-    rows = [row('core', 'ours(torch)', 128, 0, 2, fwd_ms=10, fwd_bwd_ms=30, train_mem_mb=20),
-            row('core', 'reference', 128, 0, 2, fwd_ms=20, fwd_bwd_ms=90, train_mem_mb=100),
-            row('core', bench.GEMM_FLOOR, 128, 0, 2, fwd_ms=5, fwd_bwd_ms=25),
-            row('core', 'ours(triton)', 128, 0, 2, fwd_ms=2, fwd_bwd_ms=20),
-            row('backbone', 'VVT-S', 512, 0, 1, fwd_ms=90),
-            row('backbone', 'VVT-S(reference)', 512, 0, 1, fwd_ms=100)]
+def test_target_checks_print_the_bounds_and_the_triton_ratio():
+    """The checks quote the GEMM floor, the Amdahl bound and Triton vs torch."""
+    rows = [Row('core', 'ours(torch)', 128, 0, 2, fwd_ms=10, fwd_bwd_ms=30, train_mem_mb=20),
+            Row('core', 'reference', 128, 0, 2, fwd_ms=20, fwd_bwd_ms=90, train_mem_mb=100),
+            Row('core', suites.GEMM_FLOOR, 128, 0, 2, fwd_ms=5, fwd_bwd_ms=25),
+            Row('core', 'ours(triton)', 128, 0, 2, fwd_ms=2, fwd_bwd_ms=20),
+            Row('backbone', 'VVT-S', 512, 0, 1, fwd_ms=90),
+            Row('backbone', 'VVT-S(reference)', 512, 0, 1, fwd_ms=100)]
     rows[-1].extra['core_share'] = 0.2
     rows[-2].extra['core_share'] = 0.1
 
     class Args:
         backbone_sizes, backbone_batch = [512], 1
 
-    text = '\n'.join(bench.checks(rows, Args()))
+    text = '\n'.join(report.target_checks(rows, Args()))
     assert '3.00x (need >= 3.0) PASS [its 12 GEMMs alone: 25.0 ms, so at most 3.60x' in text
     assert 'peak memory ours/reference: 0.200 (need <= 0.333) PASS' in text
     assert 'Triton kernel vs torch path: fwd 5.00x, fwd+bwd 1.50x faster' in text
     assert ('1.11x (need >= 1.3) FAIL [the reference cores are 20.0% of that forward, so a '
             'free core gives at most 1.25x; ours: 10.0%]') in text
+
+
+def test_deploy_report_gives_speed_ups_over_eager_and_compile_times():
+    rows = [Row('deploy', 'eager', 224, 0, 1, fwd_ms=100, fwd_bwd_ms=300),
+            Row('deploy', 'onnxruntime', 224, 0, 1, fwd_ms=50, fwd_setup_s=12),
+            Row('deploy', 'torch.compile(inductor)', 224, 0, 1, fwd_ms=80, fwd_bwd_ms=400,
+                fwd_setup_s=30, fwd_bwd_setup_s=70)]
+    rows[1].extra['max_abs_diff'] = 2e-6
+    args = cli.parse_args(['--suites', 'deploy'])
+    text = report.deploy_report(rows, args)
+    assert ('onnxruntime vs PyTorch eager, inference: 2.00x faster (50.0 vs 100.0 ms; '
+            'export + session 12.0 s; max |onnxruntime - eager| 2.0e-06)') in text
+    assert ('torch.compile(inductor) vs eager: inference 1.25x faster (compile 30.0 s), '
+            'training 1.33x slower (compile 70.0 s)') in text
+
+
+def test_cli_script_runs_without_path_edits():
+    done = subprocess.run([sys.executable, str(ROOT / 'tools' / 'benchmark.py'), '--help'],
+                          capture_output=True, text=True, check=True, cwd='/')
+    assert '--suites' in done.stdout and 'deploy' in done.stdout
