@@ -333,7 +333,8 @@ def _separable_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, state
 
 @_separable_backward.register_fake
 def _separable_backward_fake(grad_out, q, k, v, *saved):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    # The real kernel returns contiguous gradients whatever the inputs' strides.
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
 
 
 def _setup_context(ctx, inputs, output) -> None:

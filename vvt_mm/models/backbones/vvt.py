@@ -21,7 +21,6 @@ from ..layers.pre_norm_block import PreNormBlock
 from .base import StagedBackbone, pvt_v2_init
 from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
 
-
 # Official norms: LayerNorm eps 1e-6 in blocks and after each stage, 1e-5 in
 # the patch embeddings.
 NORM_CFG = dict(type='LN', eps=1e-6)
