@@ -61,13 +61,15 @@ class _AbsClamp(torch.autograd.Function):
 def abs_clamp(t: Tensor) -> Tensor:
     """The official magnitude clamp; exact zeros stay zero.
 
-    Under ``torch.compile`` it is the plain expression, which autograd
-    differentiates to the same mask: dynamo fails to trace two chained
-    ``autograd.Function`` calls with dynamic shapes, and the compiler picks
-    what to save for backward itself.
+    Under ``torch.compile`` it is a ``where`` with the same value and
+    gradient (``t`` itself where the clamp is inactive, bounds included):
+    dynamo fails to trace two chained ``autograd.Function`` calls with dynamic
+    shapes, and the compiler picks what to save for backward itself.
     """
     if torch.compiler.is_compiling():
-        return t.abs().clamp(ABS_CLAMP_MIN, ABS_CLAMP_MAX) * t.sign()
+        mag = t.abs()
+        inside = (mag >= ABS_CLAMP_MIN) & (mag <= ABS_CLAMP_MAX)
+        return torch.where(inside, t, mag.clamp(ABS_CLAMP_MIN, ABS_CLAMP_MAX).detach() * t.sign())
     if t.requires_grad:
         return _AbsClamp.apply(t)
     return t.abs().clamp_(ABS_CLAMP_MIN, ABS_CLAMP_MAX).mul_(t.sign())
