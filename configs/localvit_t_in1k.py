@@ -17,9 +17,13 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['vvt_mm'], allow_failed_imports=False)
-# Checkpoints read weights-only with clear errors, auto-resume from the newest
-# intact file, atomic saves -- also under the libraries' own train/test tools.
-custom_hooks = [dict(type='CheckpointSafetyHook')]
+# Reliability, also under the libraries' own train/test tools (README, "Faults").
+custom_hooks = [
+    dict(type='CheckpointSafetyHook'),  # weights-only reads, intact auto-resume, atomic saves
+    dict(type='NonFiniteLossHook'),  # stop at a NaN/Inf loss before it is checkpointed
+    dict(type='SaveOnSignalHook'),  # SIGTERM (time limit, pre-emption): checkpoint, exit
+    dict(type='SampleErrorHook'),  # a sample that fails to load names its files
+]
 
 model = dict(
     type='ImageClassifier',

@@ -63,7 +63,11 @@ train_cfg = dict(by_epoch=True, max_epochs=310, val_interval=1)
 auto_scale_lr = dict(base_batch_size=1024)
 
 # Official model EMA: decay 0.99996 per 512 images -> 0.99996 ** 2 per step of 1024.
+# Reliability hooks as in the other configs (README, "Faults").
 custom_hooks = [
     dict(type='CheckpointSafetyHook'),  # weights-only reads, intact auto-resume, atomic saves
+    dict(type='NonFiniteLossHook'),  # stop at a NaN/Inf loss before it is checkpointed
+    dict(type='SaveOnSignalHook'),  # SIGTERM (time limit, pre-emption): checkpoint, exit
+    dict(type='SampleErrorHook'),  # a sample that fails to load names its files
     dict(type='EMAHook', momentum=1 - 0.99996**2, priority='ABOVE_NORMAL'),
 ]

@@ -15,8 +15,10 @@ if [ -z "$PYTHON" ]; then
   if [ -x "$TOOLS/../.venv/bin/python" ]; then PYTHON="$TOOLS/../.venv/bin/python"; else PYTHON=python; fi
 fi
 
+# exec: the launcher gets the signals a scheduler sends to this script's pid
+# (torchrun forwards SIGTERM to the workers; a shell would just die).
 PYTHONPATH="$TOOLS/..":$PYTHONPATH \
-"$PYTHON" -m torch.distributed.run \
+exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

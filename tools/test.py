@@ -18,7 +18,7 @@ import os.path as osp
 import sys
 
 from mmengine.config import DictAction
-from mmengine.dist import get_rank
+from mmengine.dist import get_rank, get_world_size
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
@@ -29,8 +29,20 @@ from vvt_mm.checkpoint import (
     read_checkpoint,
     whole_model_state_dict,
 )
-from vvt_mm.engine import DatasetLayoutError, check_dataset_layout, enable_safe_resume
-from vvt_mm.runtime import apply_eval_metrics, load_config, prepare_launch
+from vvt_mm.engine import (
+    DatasetLayoutError,
+    SampleLoadError,
+    check_dataset_layout,
+    enable_safe_resume,
+    enable_sample_error_context,
+)
+from vvt_mm.runtime import (
+    PeerWatch,
+    apply_eval_metrics,
+    exit_with_error,
+    load_config,
+    prepare_launch,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,6 +101,23 @@ def load_whole_checkpoint(runner: Runner, path: str) -> None:
         runner._load_from = None  # loaded; keep the runner from loading it unconverted
 
 
+def test(runner: Runner) -> dict:
+    """``runner.test()``; a bad sample or a dead rank becomes one ``error:`` line."""
+    peers = PeerWatch.start()
+    try:
+        return runner.test()
+    except SampleLoadError as err:
+        exit_with_error((f'rank {get_rank()}: ' if get_world_size() > 1 else '') + err.summary)
+    except Exception as err:
+        message = peers.explain(err) if peers is not None else None
+        if message is None:
+            raise
+        exit_with_error(message)
+    finally:
+        if peers is not None:
+            peers.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
@@ -123,11 +152,12 @@ def main(argv: list[str] | None = None) -> None:
     except DatasetLayoutError as err:
         sys.exit(f'error: {err}')
     enable_safe_resume()
+    enable_sample_error_context()
 
     prepare_launch(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     load_whole_checkpoint(runner, args.checkpoint)
-    metrics = runner.test()
+    metrics = test(runner)
     if get_rank() == 0:
         print(format_metrics(metrics), flush=True)
 

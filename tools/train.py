@@ -4,6 +4,11 @@ The config's ``default_scope`` picks the library; ``custom_imports`` in the
 config (or ``import vvt_mm`` here) registers our backbones. Without CUDA the
 same command runs with gloo on CPU (see ``vvt_mm.runtime.launch``).
 
+A run that cannot go on ends with one ``error:`` line (also in torchrun's
+summary) instead of a traceback: a non-finite loss (``NonFiniteLossHook``), a
+sample that cannot be loaded (the file is named), a rank that died (the
+survivors name it), ranks that would resume from different iterations.
+
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
     bash tools/dist_train.sh CONFIG GPUS [args...]
 """
@@ -16,17 +21,22 @@ import sys
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.dist import get_rank, get_world_size
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 import vvt_mm  # noqa: F401  (registers the backbones even without custom_imports)
 from vvt_mm.engine import (
     DatasetLayoutError,
+    NonFiniteLossError,
+    ResumeMismatchError,
+    SampleLoadError,
     check_dataset_layout,
     enable_atomic_checkpoints,
     enable_safe_resume,
+    enable_sample_error_context,
 )
-from vvt_mm.runtime import load_config, prepare_launch
+from vvt_mm.runtime import PeerWatch, exit_with_error, load_config, prepare_launch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,6 +76,29 @@ def enable_amp(cfg: Config) -> None:
               '(CPUAutocastOptimWrapper; no loss scaling needed)', logger='current')
 
 
+def train(runner: Runner) -> None:
+    """``runner.train()``; the errors that end a run cleanly become one ``error:`` line."""
+    peers = PeerWatch.start()
+    prefix = f'rank {get_rank()}: ' if get_world_size() > 1 else ''
+    try:
+        runner.train()
+    except (NonFiniteLossError, ResumeMismatchError) as err:
+        # Every rank stops at the same point with the same message.
+        exit_with_error(str(err), show=get_rank() == 0)
+    except SampleLoadError as err:
+        exit_with_error(prefix + err.summary)
+    except Exception as err:
+        message = peers.explain(err) if peers is not None else None
+        if message is None:
+            raise
+        last = runner.message_hub.get_info('last_ckpt')
+        exit_with_error(message + (f' The last checkpoint is {last} (continue with --resume).'
+                                   if last else ''))
+    finally:
+        if peers is not None:
+            peers.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
@@ -90,10 +123,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f'error: {err}')
     enable_safe_resume()
     enable_atomic_checkpoints()
+    enable_sample_error_context()
 
     prepare_launch(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    train(Runner.from_cfg(cfg))
 
 
 if __name__ == '__main__':

@@ -14,7 +14,6 @@ weights and optimizer/scheduler state must equal A's.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,6 +26,7 @@ import torch
 from PIL import Image
 
 from vvt_mm.checkpoint.safe_globals import allow_mmengine_globals
+from vvt_mm.testing import logged_scalars, max_tensor_diff
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -56,32 +56,9 @@ def env() -> dict:
                 PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get('PYTHONPATH', '')]))
 
 
-def logged_scalars(run_dir: Path) -> dict[int, dict]:
-    """``{iteration: {'loss': ..., 'lr': ...}}`` from mmengine's scalars.json."""
-    (path, ) = run_dir.glob('vis_data/scalars.json')
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {row['step']: row for row in rows if 'loss' in row}
-
-
 def load(path: Path) -> dict:
     with allow_mmengine_globals():
         return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def max_tensor_diff(a, b) -> float:
-    """Largest abs difference between two nested structures of tensors/numbers."""
-    if isinstance(a, torch.Tensor):
-        return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        return max([max_tensor_diff(a[k], b[k]) for k in a] or [0.0])
-    if isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        return max([max_tensor_diff(x, y) for x, y in zip(a, b)] or [0.0])
-    if isinstance(a, (int, float)) and not isinstance(a, bool):
-        return abs(a - b)
-    assert a == b, (a, b)
-    return 0.0
 
 
 def test_sigkilled_run_resumes_from_last_checkpoint_with_identical_losses(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from mmengine.config import Config
 
-from vvt_mm.runtime import apply_eval_metrics, prepare_launch, replace_sync_bn
+from vvt_mm.runtime import apply_eval_metrics, prepare_launch, replace_sync_bn, slurm_dist_env
 
 
 def test_replace_sync_bn_walks_nested_configs():
@@ -28,6 +28,31 @@ def test_prepare_launch_leaves_cuda_runs_alone(monkeypatch):
     cfg = Config(dict(model=dict(norm_cfg=dict(type='SyncBN'))))
     prepare_launch(cfg, 'pytorch')
     assert cfg.model.norm_cfg.type == 'SyncBN'
+
+
+SLURM_TASK = dict(SLURM_PROCID='3', SLURM_NTASKS='4', SLURM_LOCALID='1',
+                  SLURM_NODELIST='gpu[01-02]')
+
+
+def test_slurm_task_variables_become_the_torch_rendezvous(tmp_path, monkeypatch):
+    scontrol = tmp_path / 'scontrol'
+    scontrol.write_text('#!/bin/sh\n[ "$3" = "gpu[01-02]" ] && printf "gpu01\\ngpu02\\n"\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv('PATH', f'{tmp_path}:/usr/bin:/bin')
+    assert slurm_dist_env(dict(SLURM_TASK)) == dict(
+        RANK='3', WORLD_SIZE='4', LOCAL_RANK='1', MASTER_ADDR='gpu01', MASTER_PORT='29500')
+    # MASTER_ADDR / MASTER_PORT of the job win (no scontrol needed).
+    monkeypatch.setenv('PATH', str(tmp_path / 'nothing'))
+    env = slurm_dist_env(dict(SLURM_TASK, MASTER_ADDR='10.0.0.1', MASTER_PORT='1234'))
+    assert (env['MASTER_ADDR'], env['MASTER_PORT']) == ('10.0.0.1', '1234')
+
+
+def test_slurm_without_its_variables_or_scontrol_says_what_is_missing(monkeypatch):
+    with pytest.raises(RuntimeError, match='SLURM_PROCID is not set'):
+        slurm_dist_env({})
+    monkeypatch.setenv('PATH', '/nonexistent')
+    with pytest.raises(RuntimeError, match='set MASTER_ADDR'):
+        slurm_dist_env(dict(SLURM_TASK))
 
 
 @pytest.mark.parametrize('scope,metrics,expected', [

@@ -1,6 +1,9 @@
 """Glue that lets one launch command run on GPU clusters and on CPU-only machines."""
 from .config import configs_dir, load_config
-from .launch import prepare_launch, replace_sync_bn
+from .failures import exit_with_error
+from .launch import prepare_launch, replace_sync_bn, slurm_dist_env
 from .metrics import apply_eval_metrics
+from .peers import PeerWatch, is_lost_peer_error
 
-__all__ = ['configs_dir', 'load_config', 'prepare_launch', 'replace_sync_bn', 'apply_eval_metrics']
+__all__ = ['configs_dir', 'load_config', 'prepare_launch', 'replace_sync_bn', 'slurm_dist_env',
+           'apply_eval_metrics', 'exit_with_error', 'PeerWatch', 'is_lost_peer_error']

@@ -7,10 +7,15 @@ SyncBN, which needs CUDA. On a machine without CUDA we therefore start the
 process group with gloo ourselves, give DDP ``device_ids=None`` and turn SyncBN
 into BN (logged, because BN statistics are then per process). On CUDA nothing
 changes, so the same command trains on a laptop and on 8 GPUs.
+
+``launcher='slurm'`` gets the same treatment: mmengine's Slurm set-up calls
+``torch.cuda.set_device``, so without CUDA we derive the rank, world size and
+master address from the ``SLURM_*`` variables as mmengine does and start gloo.
 """
 from __future__ import annotations
 
 import os
+import subprocess
 from typing import Any
 
 import torch
@@ -34,6 +39,32 @@ def replace_sync_bn(node: Any) -> int:
     return count
 
 
+def slurm_dist_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*`` of a Slurm task, as mmengine sets them.
+
+    ``MASTER_ADDR`` and ``MASTER_PORT`` from the environment win; otherwise the
+    first host of ``SLURM_NODELIST`` (``scontrol show hostnames``) and 29500.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        rank, ntasks = environ['SLURM_PROCID'], environ['SLURM_NTASKS']
+    except KeyError as err:
+        raise RuntimeError(f'--launcher slurm outside a Slurm task: {err.args[0]} is not set '
+                           '(start it with srun, e.g. tools/slurm_train.sh)') from None
+    addr = environ.get('MASTER_ADDR')
+    if not addr:
+        nodes = environ.get('SLURM_NODELIST') or environ.get('SLURM_JOB_NODELIST', '')
+        try:
+            addr = subprocess.run(['scontrol', 'show', 'hostnames', nodes], check=True,
+                                  capture_output=True, text=True).stdout.split()[0]
+        except (OSError, subprocess.CalledProcessError, IndexError):
+            raise RuntimeError(f'--launcher slurm: cannot resolve the first host of '
+                               f'SLURM_NODELIST={nodes!r} with scontrol; set MASTER_ADDR'
+                               ) from None
+    return dict(RANK=rank, WORLD_SIZE=ntasks, LOCAL_RANK=environ.get('SLURM_LOCALID', '0'),
+                MASTER_ADDR=addr, MASTER_PORT=environ.get('MASTER_PORT', '29500'))
+
+
 def prepare_launch(cfg: Config, launcher: str) -> None:
     """Adapt ``cfg`` (in place) and the process group to the available devices."""
     if torch.cuda.is_available():
@@ -47,7 +78,9 @@ def prepare_launch(cfg: Config, launcher: str) -> None:
         return
     env_cfg = cfg.setdefault('env_cfg', {})
     env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
-    if launcher == 'pytorch' and not dist.is_initialized():
+    if launcher == 'slurm' and not dist.is_initialized():
+        os.environ.update(slurm_dist_env())
+    if launcher in ('pytorch', 'slurm') and not dist.is_initialized():
         dist.init_process_group(backend='gloo', init_method='env://',
                                 rank=int(os.environ['RANK']),
                                 world_size=int(os.environ['WORLD_SIZE']))
