@@ -10,6 +10,7 @@ from torch import Tensor
 
 from vvt_mm.registry import ATTENTIONS
 
+from ..layers.adaptive_pool import adaptive_avg_pool2d
 from .heads import check_heads, merge_heads, split_heads
 
 
@@ -73,7 +74,7 @@ class LinformerAttention(BaseModule):
         """``(B, N, C)`` on an ``H x W`` grid -> ``(B, k, C)``."""
         bsz, _, channels = t.shape
         grid = t.transpose(1, 2).reshape(bsz, channels, *hw_shape)
-        pooled = F.adaptive_avg_pool2d(grid, self.pool_size).flatten(2)  # (B, C, G^2)
+        pooled = adaptive_avg_pool2d(grid, self.pool_size).flatten(2)  # (B, C, G^2)
         return projection(pooled).transpose(1, 2)
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from vvt_mm.registry import ATTENTIONS
 
+from ..layers.padding import pad_to_multiple
 from .heads import check_heads, merge_heads, split_heads
 
 
@@ -66,9 +67,7 @@ class SpatialReductionAttention(BaseModule):
         bsz, _, channels = x.shape
         h, w = hw_shape
         grid = x.transpose(1, 2).reshape(bsz, channels, h, w)
-        pad_h, pad_w = -h % self.sr_ratio, -w % self.sr_ratio
-        if pad_h or pad_w:
-            grid = F.pad(grid, (0, pad_w, 0, pad_h))
+        grid = pad_to_multiple(grid, self.sr_ratio)
         return self.norm(self.sr(grid).flatten(2).transpose(1, 2))
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from torch import Tensor
@@ -10,6 +9,7 @@ from torch import Tensor
 from vvt_mm.ops.vicinity_reference import abs_clamp
 from vvt_mm.registry import ATTENTIONS
 
+from ..layers.padding import pad_to_multiple
 from .vicinity_dispatch import IMPLS, vicinity_attention
 
 
@@ -82,10 +82,7 @@ class VicinityAttention(BaseModule):
         bsz, _, channels = x.shape
         h, w = hw_shape
         grid = x.transpose(1, 2).reshape(bsz, channels, h, w)
-        pad_h, pad_w = -h % self.sr_ratio, -w % self.sr_ratio
-        if pad_h or pad_w:
-            grid = F.pad(grid, (0, pad_w, 0, pad_h))
-        grid = self.sr(grid)
+        grid = self.sr(pad_to_multiple(grid, self.sr_ratio))
         reduced_hw = (grid.shape[2], grid.shape[3])
         return self.norm(grid.flatten(2).transpose(1, 2)), reduced_hw
 

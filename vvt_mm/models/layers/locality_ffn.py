@@ -128,5 +128,10 @@ class LocalityFFN(BaseModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """NCHW in, NCHW out."""
+        if torch.compiler.is_exporting():
+            # Blocks pass a channels-last view of their tokens; for symbolic H, W
+            # BatchNorm's stride propagation on it adds a guard torch.export cannot
+            # decide (``1 % (C * W) != 0``). Plain NCHW strides avoid it.
+            x = x.contiguous()
         out = x + self.project(self.channel_attn(self.dwconv(self.expand(x))))
         return _ContiguousGrad.apply(out)

@@ -20,10 +20,25 @@ from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from .padding import pad_to_multiple
+
 
 def _to_grid(x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
     bsz, _, channels = x.shape
     return x.transpose(1, 2).reshape(bsz, channels, *hw_shape)
+
+
+def _avg_pool_ceil(x: Tensor, stride: int) -> Tensor:
+    """``avg_pool2d(x, stride, ceil_mode=True)``: windows cut by the border average
+    the pixels they cover.
+
+    Written as zero-padded sums over in-map counts because torch.export cannot
+    prove ceil mode's output-size check for symbolic sizes. For stride 2 the
+    counts are powers of two, so the result is bit for bit that of ceil mode.
+    """
+    ones = x.new_ones(1, 1, x.shape[2], x.shape[3])
+    return (F.avg_pool2d(pad_to_multiple(x, stride), stride)
+            / F.avg_pool2d(pad_to_multiple(ones, stride), stride))
 
 
 class ConvolutionalSelfAttention(BaseModule):
@@ -77,7 +92,7 @@ class ConvolutionalSelfAttention(BaseModule):
         k, heads = self.kernel_size, self.num_heads
         positions = k * k
         grid = _to_grid(x, hw_shape)
-        pooled = F.avg_pool2d(grid, self.stride, self.stride, ceil_mode=True)
+        pooled = _avg_pool_ceil(grid, self.stride)
         num_windows = pooled.shape[2] * pooled.shape[3]
         attn = self.attn_logits(pooled.flatten(2).transpose(1, 2))
         attn = attn.reshape(bsz, num_windows, heads, positions, positions).transpose(1, 2)
@@ -183,10 +198,7 @@ class RecursiveAtrousSelfAttention(BaseModule):
             q = self.ds(_to_grid(q, hw_shape)).flatten(2).transpose(1, 2)
         source = x
         if self.sr_ratio > 1:
-            grid = _to_grid(x, hw_shape)
-            pad_h, pad_w = -hw_shape[0] % self.sr_ratio, -hw_shape[1] % self.sr_ratio
-            if pad_h or pad_w:
-                grid = F.pad(grid, (0, pad_w, 0, pad_h))
+            grid = pad_to_multiple(_to_grid(x, hw_shape), self.sr_ratio)
             source = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
         k, v = self.kv(source).chunk(2, dim=-1)
         out = F.scaled_dot_product_attention(

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from torch import Tensor
+
+from .padding import pad_to_multiple
 
 
 class StridedPatchEmbed(BaseModule):
@@ -37,10 +38,7 @@ class StridedPatchEmbed(BaseModule):
 
     def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """NCHW in; tokens ``(B, h*w, C)`` and their grid ``(h, w)`` out."""
-        pad_h, pad_w = -x.shape[2] % self.patch_size, -x.shape[3] % self.patch_size
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.proj(x)
+        x = self.proj(pad_to_multiple(x, self.patch_size))
         hw_shape = (x.shape[2], x.shape[3])
         x = x.flatten(2).transpose(1, 2)
         return (self.norm(x) if self.norm is not None else x), hw_shape

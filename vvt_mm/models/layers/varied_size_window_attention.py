@@ -20,6 +20,8 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, trunc_normal_
 from torch import Tensor
 
+from .padding import padded_size
+
 
 def symmetric_window_padding(h: int, w: int, window_size: int) -> tuple[int, int, int, int]:
     """``(left, right, top, bottom)`` padding up to a multiple of the window.
@@ -27,7 +29,7 @@ def symmetric_window_padding(h: int, w: int, window_size: int) -> tuple[int, int
     The extra row/column of an odd padding goes to the bottom/right, as in the
     official detection code.
     """
-    pad_h, pad_w = (-h) % window_size, (-w) % window_size
+    pad_h, pad_w = padded_size(h, window_size) - h, padded_size(w, window_size) - w
     return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
 
 
@@ -37,6 +39,17 @@ def relative_position_index(window_size: int) -> Tensor:
                                         indexing='ij')).flatten(1)
     rel = coords[:, :, None] - coords[:, None, :] + (window_size - 1)
     return rel[0] * (2 * window_size - 1) + rel[1]
+
+
+def _unit_linspace(steps: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``torch.linspace(-1, 1, steps)`` (to an ulp; from both ends, so -1 and 1 are
+    exact) built from ``arange``: torch.export fixes linspace's ``steps`` to the
+    traced value."""
+    if steps == 1:
+        return torch.full((1, ), -1., device=device, dtype=dtype)
+    index = torch.arange(steps, device=device, dtype=dtype)
+    step = 2 / (steps - 1)
+    return torch.where(index < steps // 2, index * step - 1, 1 - (steps - 1 - index) * step)
 
 
 def vsa_sampling_grid(offsets: Tensor, scales: Tensor, window_size: int,
@@ -67,14 +80,19 @@ def vsa_sampling_grid(offsets: Tensor, scales: Tensor, window_size: int,
     offsets, scales = offsets.to(dtype), scales.to(dtype)
     # Pixel centres of the padded map and each pixel's position relative to its
     # window centre, both in normalised units.
-    ref_x = torch.linspace(-1, 1, wp, device=device, dtype=dtype)
-    ref_y = torch.linspace(-1, 1, hp, device=device, dtype=dtype)
+    ref_x = _unit_linspace(wp, device, dtype)
+    ref_y = _unit_linspace(hp, device, dtype)
     rel = torch.arange(window_size, device=device, dtype=dtype) - (window_size - 1) / 2
-    rel_x = (rel * (2 / max(wp - 1, 1))).repeat(nw)
-    rel_y = (rel * (2 / max(hp - 1, 1))).repeat(nh)
+    # Window of each pixel row/column and the pixel's place in it: per-window
+    # values are gathered per pixel (repeat_interleave does not export to ONNX
+    # for symbolic nh, nw, and torch.export cannot merge (nh, ws) into hp).
+    rows = torch.arange(hp, device=device) // window_size
+    cols = torch.arange(wp, device=device) // window_size
+    rel_x = (rel * (2 / max(wp - 1, 1)))[torch.arange(wp, device=device) - cols * window_size]
+    rel_y = (rel * (2 / max(hp - 1, 1)))[torch.arange(hp, device=device) - rows * window_size]
 
     def per_pixel(t: Tensor) -> Tensor:  # (N, nh, nw) -> (N, hp, wp)
-        return t.repeat_interleave(window_size, 1).repeat_interleave(window_size, 2)
+        return t.index_select(1, rows).index_select(2, cols)
 
     grid_x = ref_x + rel_x * per_pixel(scales[:, 0]) + per_pixel(offsets[:, 0] / nw)
     grid_y = (ref_y[:, None] + rel_y[:, None] * per_pixel(scales[:, 1])
@@ -96,7 +114,21 @@ def _from_windows(t: Tensor, batch: int, hp: int, wp: int, window_size: int) -> 
     _, num_heads, _, d = t.shape
     nh, nw = hp // window_size, wp // window_size
     t = t.reshape(batch, nh, nw, num_heads, window_size, window_size, d)
-    return t.permute(0, 3, 6, 1, 4, 2, 5).reshape(batch, num_heads * d, hp, wp)
+    # fold with stride = kernel places the windows without overlap (a copy);
+    # a reshape merging (nh, ws) into hp does not export for symbolic nh.
+    cols = t.permute(0, 3, 6, 4, 5, 1, 2).reshape(batch, -1, nh * nw)
+    return F.fold(cols, (hp, wp), window_size, stride=window_size)
+
+
+def _crop(t: Tensor, top: int, left: int, h: int, w: int) -> Tensor:
+    """``t[:, :, top:top + h, left:left + w]`` by gathering rows and columns.
+
+    For symbolic sizes torch.export cannot prove the slice bounds inside the
+    map, and would specialise the graph to the traced padding.
+    """
+    rows = torch.arange(h, device=t.device) + top
+    cols = torch.arange(w, device=t.device) + left
+    return t.index_select(2, rows).index_select(3, cols)
 
 
 class VariedSizeWindowAttention(BaseModule):
@@ -201,7 +233,7 @@ class VariedSizeWindowAttention(BaseModule):
         logits = (q @ k.transpose(-2, -1)) * self.scale
         logits = logits + self.relative_position_bias().unsqueeze(0).to(logits.dtype)
         attn = self.attn_drop(logits.softmax(dim=-1))
-        out = _from_windows(attn @ v, b, hp, wp, ws)[:, :, top:top + h, left:left + w]
+        out = _crop(_from_windows(attn @ v, b, hp, wp, ws), top, left, h, w)
         return self.proj_drop(self.proj(out))
 
     def extra_repr(self) -> str:

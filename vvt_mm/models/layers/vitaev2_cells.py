@@ -15,12 +15,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
+from .padding import pad_to_multiple
 from .varied_size_window_attention import VariedSizeWindowAttention
 
 
@@ -172,9 +172,7 @@ class ReductionCell(BaseModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C_in, H, W)`` -> ``(B, token_dims, ceil(H/s), ceil(W/s))``."""
-        pad_h, pad_w = (-x.shape[2]) % self.stride, (-x.shape[3]) % self.stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = pad_to_multiple(x, self.stride)
         y = self.prm(x)
         if self.cpe is not None:
             y = y + self.cpe(y)
