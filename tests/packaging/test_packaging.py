@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -32,11 +31,8 @@ CLASSIFIERS = sorted(f'vvt-{arch}_3rdparty_in1k{size}'
 
 
 def _official_helpers():
-    spec = importlib.util.spec_from_file_location(
-        '_vvt_official', ROOT / 'tests' / 'tools' / '_vvt_official.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import vvt_mm.testing
+    return vvt_mm.testing
 
 
 def _clean_checkout(dst: Path) -> Path:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, MutableMapping
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .loading import CheckpointError, LoadReport
+from .loading import CheckpointError, LoadReport, compare_state_dicts
 
 # Below this share of the backbone's tensors, a file is the wrong one (as load_pretrained).
 MIN_MATCH_RATIO = 0.5
@@ -49,7 +49,8 @@ def filter_classifier_checkpoint(backbone: nn.Module, state_dict: MutableMapping
     layout = getattr(backbone, 'official_layout', None)
     if layout is not None and layout[0](local):
         converted = layout[1](local)
-        report = _compare(own, {k: v for k, v in converted.items() if not k.startswith('head.')})
+        backbone_part = {k: v for k, v in converted.items() if not k.startswith('head.')}
+        report = compare_state_dicts(own, backbone_part)
         if report.missing or report.unexpected or report.shape_mismatch:
             raise CheckpointError(
                 f'an official checkpoint of another {name} arch: {_misfit(report)}. Pick the '
@@ -58,7 +59,7 @@ def filter_classifier_checkpoint(backbone: nn.Module, state_dict: MutableMapping
                  for k, v in converted.items()}
         print_log(f'official {name} checkpoint converted on load', logger='current')
     else:
-        report = _compare(own, {k[len('backbone.'):]: v for k, v in local.items()
+        report = compare_state_dicts(own, {k[len('backbone.'):]: v for k, v in local.items()
                                 if k.startswith('backbone.')})
         if report.match_ratio < MIN_MATCH_RATIO:
             raise CheckpointError(
@@ -88,14 +89,3 @@ def _misfit(report: LoadReport, limit: int = 3) -> str:
     return '; '.join(parts)
 
 
-def _compare(own: Mapping, theirs: Mapping) -> LoadReport:
-    report = LoadReport()
-    for key, value in theirs.items():
-        if key not in own:
-            report.unexpected.append(key)
-        elif tuple(own[key].shape) != tuple(value.shape):
-            report.shape_mismatch.append((key, tuple(value.shape), tuple(own[key].shape)))
-        else:
-            report.matched.append(key)
-    report.missing = [key for key in own if key not in theirs]
-    return report

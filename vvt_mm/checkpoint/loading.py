@@ -185,23 +185,30 @@ class LoadReport:
         return '\n'.join(lines)
 
 
-def load_state_dict_with_report(module: nn.Module, state_dict: Mapping) -> LoadReport:
-    """``load_state_dict(strict=False)`` that skips, and reports, shape mismatches."""
-    own = module.state_dict()
+def compare_state_dicts(own: Mapping, theirs: Mapping) -> LoadReport:
+    """What of ``theirs`` fits ``own`` (a model's state dict), nothing loaded.
+
+    Matched tensors with NaN/inf values are listed in ``nonfinite`` too.
+    """
     report = LoadReport()
-    loadable = OrderedDict()
-    for key, value in state_dict.items():
+    for key, value in theirs.items():
         if key not in own:
             report.unexpected.append(key)
-        elif own[key].shape != value.shape:
+        elif tuple(own[key].shape) != tuple(value.shape):
             report.shape_mismatch.append((key, tuple(value.shape), tuple(own[key].shape)))
         else:
-            loadable[key] = value
             report.matched.append(key)
             if torch.is_floating_point(value) and not torch.isfinite(value).all():
                 report.nonfinite.append(key)
-    report.missing = [key for key in own if key not in state_dict]
-    module.load_state_dict(loadable, strict=False)
+    report.missing = [key for key in own if key not in theirs]
+    return report
+
+
+def load_state_dict_with_report(module: nn.Module, state_dict: Mapping) -> LoadReport:
+    """``load_state_dict(strict=False)`` that skips, and reports, shape mismatches."""
+    report = compare_state_dicts(module.state_dict(), state_dict)
+    module.load_state_dict(OrderedDict((k, state_dict[k]) for k in report.matched),
+                           strict=False)
     return report
 
 

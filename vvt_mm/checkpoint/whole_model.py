@@ -16,10 +16,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 
-import torch
 import torch.nn as nn
 
-from .loading import CheckpointError, LoadReport, extract_state_dict, read_checkpoint
+from .loading import (
+    CheckpointError,
+    LoadReport,
+    compare_state_dicts,
+    extract_state_dict,
+    read_checkpoint,
+)
 
 __all__ = ['CheckpointMismatchError', 'whole_model_state_dict', 'check_whole_model',
            'load_whole_model']
@@ -62,17 +67,7 @@ def check_whole_model(model: nn.Module, state_dict: Mapping, source: str,
     in the model's last classifier layer (another class count).
     """
     own = model.state_dict()
-    report = LoadReport()
-    for key, value in state_dict.items():
-        if key not in own:
-            report.unexpected.append(key)
-        elif tuple(own[key].shape) != tuple(value.shape):
-            report.shape_mismatch.append((key, tuple(value.shape), tuple(own[key].shape)))
-        else:
-            report.matched.append(key)
-            if torch.is_floating_point(value) and not torch.isfinite(value).all():
-                report.nonfinite.append(key)
-    report.missing = [key for key in own if key not in state_dict]
+    report = compare_state_dicts(own, state_dict)
     if report.nonfinite:
         raise CheckpointError(
             f'{source} has NaN/inf values in {len(report.nonfinite)} tensors (e.g. '
