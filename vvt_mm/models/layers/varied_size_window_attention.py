@@ -101,22 +101,24 @@ def vsa_sampling_grid(offsets: Tensor, scales: Tensor, window_size: int,
 
 
 def _to_windows(t: Tensor, batch: int, num_heads: int, window_size: int) -> Tensor:
-    """``(B*heads, d, nh*ws, nw*ws)`` -> ``(B*nh*nw, heads, ws*ws, d)``."""
-    _, d, hp, wp = t.shape
-    nh, nw = hp // window_size, wp // window_size
-    t = t.reshape(batch, num_heads, d, nh, window_size, nw, window_size)
-    return t.permute(0, 3, 5, 1, 4, 6, 2).reshape(batch * nh * nw, num_heads,
-                                                    window_size * window_size, d)
+    """``(B*heads, d, nh*ws, nw*ws)`` -> ``(B, nh*nw, heads, ws*ws, d)``.
+
+    Windows are cut by ``unfold`` (stride = kernel: a copy): a reshape that
+    splits ``hp`` into ``(nh, ws)`` does not export for symbolic sizes, whose
+    divisibility torch.export cannot always prove.
+    """
+    d = t.shape[1]
+    cols = F.unfold(t, window_size, stride=window_size)  # (B*heads, d*ws*ws, nh*nw)
+    cols = cols.unflatten(0, (batch, num_heads)).unflatten(2, (d, window_size ** 2))
+    return cols.permute(0, 4, 1, 3, 2)
 
 
-def _from_windows(t: Tensor, batch: int, hp: int, wp: int, window_size: int) -> Tensor:
-    """Inverse of :func:`_to_windows`, heads merged: ``(B, heads*d, hp, wp)``."""
-    _, num_heads, _, d = t.shape
-    nh, nw = hp // window_size, wp // window_size
-    t = t.reshape(batch, nh, nw, num_heads, window_size, window_size, d)
-    # fold with stride = kernel places the windows without overlap (a copy);
-    # a reshape merging (nh, ws) into hp does not export for symbolic nh.
-    cols = t.permute(0, 3, 6, 4, 5, 1, 2).reshape(batch, -1, nh * nw)
+def _from_windows(t: Tensor, hp: int, wp: int, window_size: int) -> Tensor:
+    """Inverse of :func:`_to_windows`, heads merged: ``(B, heads*d, hp, wp)``.
+
+    ``fold`` with stride = kernel places the windows without overlap (a copy).
+    """
+    cols = t.permute(0, 2, 4, 3, 1).flatten(1, 3)  # (B, heads*d*ws*ws, nh*nw)
     return F.fold(cols, (hp, wp), window_size, stride=window_size)
 
 
@@ -217,11 +219,11 @@ class VariedSizeWindowAttention(BaseModule):
         pads = symmetric_window_padding(h, w, ws)
         left, _, top, _ = pads
         hp, wp = h + pads[2] + pads[3], w + pads[0] + pads[1]
-        nh, nw = hp // ws, wp // ws
 
         x_pad = F.pad(x, pads)
-        offsets = self.sampling_offsets(x_pad).reshape(b * heads, 2, nh, nw)
-        scales = self.sampling_scales(x_pad).reshape(b * heads, 2, nh, nw)
+        # (B, heads*2, nh, nw) -> (B*heads, 2, nh, nw), sizes taken from the tensor.
+        offsets = self.sampling_offsets(x_pad).unflatten(1, (heads, 2)).flatten(0, 1)
+        scales = self.sampling_scales(x_pad).unflatten(1, (heads, 2)).flatten(0, 1)
         grid = vsa_sampling_grid(offsets, scales, ws, (hp, wp))
 
         qkv = F.pad(self.qkv(x), pads).reshape(b, 3, heads * head_dims, hp, wp)
@@ -231,9 +233,9 @@ class VariedSizeWindowAttention(BaseModule):
         q, k, v = (_to_windows(t, b, heads, ws) for t in (q, k, v))
 
         logits = (q @ k.transpose(-2, -1)) * self.scale
-        logits = logits + self.relative_position_bias().unsqueeze(0).to(logits.dtype)
+        logits = logits + self.relative_position_bias().to(logits.dtype)
         attn = self.attn_drop(logits.softmax(dim=-1))
-        out = _crop(_from_windows(attn @ v, b, hp, wp, ws), top, left, h, w)
+        out = _crop(_from_windows(attn @ v, hp, wp, ws), top, left, h, w)
         return self.proj_drop(self.proj(out))
 
     def extra_repr(self) -> str:
