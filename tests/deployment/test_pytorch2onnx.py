@@ -65,8 +65,8 @@ MIXERS = ['vicinity_no_locality', 'softmax', 'spatial_reduction', 'performer', '
 
 def tiny_vitae(window_size: int = 2) -> ViTAEv2VSA:
     return ViTAEv2VSA(arch=dict(embed_dims=[8, 8, 16, 16], token_dims=[16, 16, 32, 32],
-                                depths=[1, 1, 1, 1], nc_heads=[1, 1, 1, 1],
-                                rc_heads=[1, 1, 1, 1], nc_groups=[1, 1, 1, 1],
+                                depths=[1, 1, 1, 1], nc_heads=[2, 1, 2, 1],
+                                rc_heads=[2, 2, 1, 1], nc_groups=[1, 1, 1, 1],
                                 rc_groups=[1, 1, 1, 1], wide_pcm=False),
                       window_size=window_size)
 
@@ -113,16 +113,16 @@ def test_vvt_mixer_exports_with_dynamic_hw_and_matches_pytorch(mixer, tmp_path):
 
 def test_varied_size_window_attention_exports_with_dynamic_hw(tmp_path):
     """ViTAEv2's window logic alone (the whole backbone is the slow test above):
-    windows padded symmetrically, sampled by learned offsets and scales, cropped."""
-    attn = VariedSizeWindowAttention(8, 2, window_size=3).eval()
+    windows padded symmetrically, sampled by learned offsets and scales, cropped,
+    on a map whose size derives from the input's as in a stage."""
     torch.manual_seed(0)
+    attn = VariedSizeWindowAttention(8, 2, window_size=3)
     for predictor in (attn.sampling_offsets[-1], attn.sampling_scales[-1]):
         torch.nn.init.normal_(predictor.weight, std=0.2)
-    sizes = [(16, 24), (19, 25), (23, 16)]
-    export_onnx(attn, torch.randn(1, 8, *sizes[0]), str(tmp_path / 'vsa.onnx'), dynamic=True,
-                size_range=(8, 1024))
-    errors = compare_with_onnxruntime(attn, str(tmp_path / 'vsa.onnx'), sizes)
-    assert [e.size for e in errors] == sizes
+    stage = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 7, 4, 3), attn).eval()
+    export_onnx(stage, torch.randn(1, 3, *SIZES[0]), str(tmp_path / 'vsa.onnx'), dynamic=True)
+    errors = compare_with_onnxruntime(stage, str(tmp_path / 'vsa.onnx'), SIZES)
+    assert [e.size for e in errors] == SIZES
     assert max(e.max_rel for e in errors) <= MAX_RELATIVE_ERROR, errors
 
 
@@ -198,9 +198,12 @@ def test_cli_exports_and_verifies_a_classifier_checkpoint(tmp_path):
         env={k: v for k, v in os.environ.items() if k != 'PYTHONPATH'})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'loaded' in proc.stdout and 'randomly initialised' not in proc.stdout
-    assert 'outputs logits' in proc.stdout and '(x - [123.675' in proc.stdout
+    assert 'outputs logits' in proc.stdout and 'RGB images normalised' in proc.stdout
     check_verify_lines(proc.stdout, 'logits', verification_sizes(64, 96, True))
-    assert out.is_file()
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(out))
+    assert session.get_inputs()[0].shape == [1, 3, 'height', 'width']
+    assert [o.name for o in session.get_outputs()] == ['logits']
 
 
 def test_cli_exports_and_verifies_a_segmentor_checkpoint(tmp_path, capsys):
@@ -265,3 +268,21 @@ def test_cli_exports_the_real_vvt_t_configs(config, output, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'randomly initialised' in proc.stdout
     check_verify_lines(proc.stdout, output, verification_sizes(224, 224, True))
+
+
+def test_backbone_config_loads_official_ours_and_whole_model_checkpoints(tmp_path):
+    """A bare-backbone config takes the backbone in any of the layouts users hold."""
+    from vvt_mm.testing import official_checkpoint
+    source, _ = official_checkpoint(tmp_path / 'official.pth')
+    expected = source.state_dict()
+    torch.save({'state_dict': expected}, tmp_path / 'ours.pth')
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in expected.items()}},
+               tmp_path / 'whole.pth')
+    for name in ('official.pth', 'ours.pth', 'whole.pth'):
+        model = VVT(arch='tiny')
+        assert pytorch2onnx.load_backbone_checkpoint(model, str(tmp_path / name)) == \
+            len(expected)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+    torch.save({'state_dict': dict(list(expected.items())[:5])}, tmp_path / 'part.pth')
+    with pytest.raises(pytorch2onnx.CheckpointError, match='does not hold the weights'):
+        pytorch2onnx.load_backbone_checkpoint(VVT(arch='tiny'), str(tmp_path / 'part.pth'))

@@ -55,7 +55,9 @@ or, for a backbone config, the backbone (our layout, a whole model's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import os.path as osp
 import sys
@@ -63,6 +65,7 @@ import sys
 import torch
 import torch.nn as nn
 from mmengine.config import Config, DictAction
+from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope
 
@@ -177,6 +180,18 @@ def load_backbone_checkpoint(backbone: nn.Module, path: str) -> int:
     return len(report.matched)
 
 
+@contextlib.contextmanager
+def _quiet_mmengine():
+    """Without mmengine's INFO lines (init_weights logs every parameter it visits)."""
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def build_model(cfg: Config, kind: str, checkpoint: str | None) -> nn.Module:
     """The module to export, with the checkpoint's weights, in eval mode on the CPU."""
     if kind == 'backbone' and cfg.model.get('type') in MODELS.module_dict:
@@ -195,7 +210,8 @@ def build_model(cfg: Config, kind: str, checkpoint: str | None) -> nn.Module:
     if not checkpoint:
         print('warning: no checkpoint given: the model is randomly initialised (the file '
               'only shows that the model exports)')
-        model.init_weights()
+        with _quiet_mmengine():
+            model.init_weights()
     # SyncBN needs a process group; in eval mode it computes what BN does.
     model = revert_sync_batchnorm(model).cpu().eval()
     if kind == 'backbone' and hasattr(model, 'backbone'):
@@ -210,8 +226,9 @@ def preprocessing_note(cfg: Config) -> str | None:
     if not pre or pre.get('mean') is None:
         return None
     rgb = pre.get('to_rgb', pre.get('bgr_to_rgb', False))
-    return (f'the graph expects input normalised as the data preprocessor does: '
-            f'{"BGR->RGB, " if rgb else ""}(x - {list(pre["mean"])}) / {list(pre["std"])}')
+    return (f'the graph expects {"RGB" if rgb else "BGR (as mmcv reads them)"} images '
+            f'normalised as the data preprocessor does: (x - {list(pre["mean"])}) / '
+            f'{list(pre["std"])}')
 
 
 def main(argv: list[str] | None = None) -> dict:

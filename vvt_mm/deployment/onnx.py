@@ -13,6 +13,7 @@ modules are named with the alternative.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -182,7 +183,34 @@ def export_onnx(model: nn.Module, example: Tensor, path: str, dynamic: bool = Fa
         onnx_program = torch.onnx.export(program, (example,), input_names=[input_name],
                                          output_names=list(output_names or []) or None,
                                          dynamo=True, verbose=False)
+    if dynamic:
+        _name_dims(onnx_program.model.graph, program, ('height', 'width'))
     onnx_program.save(path)
+
+
+def _name_dims(graph, program: torch.export.ExportedProgram, names: Sequence[str]) -> None:
+    """Call the symbolic H, W ``height``/``width`` in every shape of the ONNX graph.
+
+    torch.export names them after internal symbols (``s53``); a reader of the
+    file (Netron, onnxruntime's input shapes) should see what they are.
+    """
+    import onnx_ir as ir
+
+    user_input = program.graph_signature.user_inputs[0]
+    image = next(n for n in program.graph.nodes if n.name == user_input)
+    symbols = {str(image.meta['val'].shape[2 + i]): name for i, name in enumerate(names)}
+    pattern = re.compile(r'\b(' + '|'.join(map(re.escape, symbols)) + r')\b')
+
+    def rename(dim):
+        if isinstance(dim, ir.SymbolicDim) and dim.value:
+            return pattern.sub(lambda m: symbols[m.group(1)], dim.value)
+        return dim
+
+    values = [*graph.inputs, *graph.outputs,
+              *(value for node in graph.all_nodes() for value in node.outputs)]
+    for value in values:
+        if value.shape is not None:
+            value.shape = ir.Shape([rename(dim) for dim in value.shape])
 
 
 def verification_sizes(height: int, width: int, dynamic: bool,

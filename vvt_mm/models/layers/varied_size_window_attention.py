@@ -213,6 +213,11 @@ class VariedSizeWindowAttention(BaseModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in_dims, H, W)`` -> ``(B, out_dims, H, W)`` for any ``H, W``."""
+        if torch.compiler.is_exporting():
+            # Cells pass a channels-last view (LayerNorm on permuted maps); for
+            # symbolic H, W torch.export cannot order its strides in the
+            # elementwise ops below (guards such as ``2 % (4 * nw) != 0``).
+            x = x.contiguous()
         b, _, h, w = x.shape
         ws, heads = self.window_size, self.num_heads
         head_dims = self.out_dims // heads
