@@ -22,6 +22,7 @@ custom_hooks = [
     dict(type='NonFiniteLossHook'),  # stop at a NaN/Inf loss before it is checkpointed
     dict(type='SaveOnSignalHook'),  # SIGTERM (time limit, pre-emption): checkpoint, exit
     dict(type='SampleErrorHook'),  # a sample that fails to load names its files
+    dict(type='TorchCompileHook'),  # compile=...: optimizer groups dynamo can trace
 ]
 
 crop_size = (512, 512)

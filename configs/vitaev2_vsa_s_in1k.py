@@ -69,5 +69,6 @@ custom_hooks = [
     dict(type='NonFiniteLossHook'),  # stop at a NaN/Inf loss before it is checkpointed
     dict(type='SaveOnSignalHook'),  # SIGTERM (time limit, pre-emption): checkpoint, exit
     dict(type='SampleErrorHook'),  # a sample that fails to load names its files
+    dict(type='TorchCompileHook'),  # compile=...: optimizer groups dynamo can trace
     dict(type='EMAHook', momentum=1 - 0.99996**2, priority='ABOVE_NORMAL'),
 ]

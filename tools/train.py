@@ -31,6 +31,7 @@ from vvt_mm.engine import (
     NonFiniteLossError,
     ResumeMismatchError,
     SampleLoadError,
+    add_compile_hook,
     check_dataset_layout,
     enable_atomic_checkpoints,
     enable_safe_resume,
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     enable_safe_resume()
     enable_atomic_checkpoints()
     enable_sample_error_context()
+    add_compile_hook(cfg)  # compile=...: optimizer param groups dynamo can trace
 
     prepare_launch(cfg, args.launcher)
     train(Runner.from_cfg(cfg))

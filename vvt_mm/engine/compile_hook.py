@@ -1,0 +1,67 @@
+"""A hook that lets mmengine's ``compile=`` config option train.
+
+With ``compile=True`` (or a dict of ``torch.compile`` options) mmengine 0.10
+compiles the model's whole ``train_step``: data preprocessor, forward, loss,
+backward and the optimizer step. Its optimizer constructor, given a
+``paramwise_cfg`` (our segmentation and detection configs have one), stores
+the param groups in the optimizer config, and mmengine's ``ConfigDict``
+turns the plain dicts into ``ConfigDict`` on the way in. Dynamo cannot trace
+an optimizer step over such groups: the first iteration fails deep inside it
+(``'UserDefinedDictVariable' object has no attribute 'items'``). Before the
+first iteration this hook makes every param group a plain dict again (same
+keys and values, same parameters), so the compiled step traces.
+
+    custom_hooks = [dict(type='TorchCompileHook')]
+
+is in our configs and inert without ``compile``; ``tools/train.py`` adds it
+to a config that sets ``compile`` but lacks it.
+"""
+from __future__ import annotations
+
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.optim import OptimWrapperDict
+from mmengine.registry import HOOKS
+
+__all__ = ['TorchCompileHook', 'add_compile_hook', 'plain_param_groups']
+
+
+def plain_param_groups(optim_wrapper) -> int:
+    """Replace dict-subclass param groups by plain dicts, in place; return how many."""
+    wrappers = (optim_wrapper.optim_wrappers.values()
+                if isinstance(optim_wrapper, OptimWrapperDict) else [optim_wrapper])
+    count = 0
+    for wrapper in wrappers:
+        groups = wrapper.optimizer.param_groups
+        for i, group in enumerate(groups):
+            if type(group) is not dict:
+                groups[i] = dict(group)
+                count += 1
+    return count
+
+
+def add_compile_hook(cfg) -> bool:
+    """Append :class:`TorchCompileHook` to a config that sets ``compile`` but lacks it."""
+    if not cfg.get('compile'):
+        return False
+    hooks = list(cfg.get('custom_hooks') or [])
+    if any(h.get('type') in ('TorchCompileHook', TorchCompileHook) for h in hooks):
+        return False
+    cfg.custom_hooks = hooks + [dict(type='TorchCompileHook')]
+    return True
+
+
+@HOOKS.register_module()
+class TorchCompileHook(Hook):
+    """Prepare the optimizer for mmengine's compiled ``train_step`` (see the module doc)."""
+
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner) -> None:
+        if not runner.cfg.get('compile'):
+            return
+        count = plain_param_groups(runner.optim_wrapper)
+        if count:
+            print_log(f'compile: {count} optimizer param group(s) made plain dicts '
+                      '(dynamo cannot trace an optimizer step over ConfigDict groups)',
+                      logger='current')
