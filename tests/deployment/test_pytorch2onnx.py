@@ -1,8 +1,9 @@
 """ONNX export with dynamic H, W: every backbone and VVT token mixer, and the tool's CLI.
 
-Each model is exported once at 64x96 with symbolic H, W and run in onnxruntime
-at sizes the trace never saw (odd, non-square, not multiples of any stride),
-where a graph specialised to the traced size would be wrong or fail.
+Each model is exported once with symbolic H, W (at 64x96; ViTAEv2 at 96x128) and
+run in onnxruntime at sizes the trace never saw (odd, non-square, not multiples
+of any stride), where a graph specialised to the traced size would be wrong or
+fail. Tiny archs keep the exports fast; the real configs are the slow tests.
 """
 from __future__ import annotations
 
@@ -129,11 +130,24 @@ def test_varied_size_window_attention_exports_with_dynamic_hw(tmp_path):
 def test_vitaev2_below_its_window_limit_is_refused_before_tracing(tmp_path):
     model = tiny_vitae().eval()
     assert dynamic_size_range(model)[0] == 32 * 2 + 1
-    with pytest.raises(ExportError, match=r'ViTAEv2VSA, window_size=2.*at least 65.*fixed size'):
+    with pytest.raises(ExportError, match=r'stages\.3\.reduction\.attn \(VariedSizeWindow'
+                                          r'Attention, window_size=2, at stride 32\).*'
+                                          r'at least 65.*fixed size'):
         export_onnx(model, torch.randn(1, 3, *EXPORT_SIZE), str(tmp_path / 'm.onnx'),
                     dynamic=True)
     assert not (tmp_path / 'm.onnx').exists()
-    assert dynamic_size_range(tiny_vitae(7))[0] == 225  # the official window
+    assert dynamic_size_range(tiny_vitae(7).eval())[0] == 225  # the official window
+
+
+def test_deep_spatial_reduction_raises_the_lowest_dynamic_size(tmp_path):
+    """VVT_sr's (4, 4, 4, 4): stage 4 reduces by 32 x 4, so H, W must exceed 128."""
+    model = VVT(arch=VVT_4STAGE, sr_ratios=(4, 4, 4, 4)).eval()
+    assert dynamic_size_range(model)[0] == 129
+    with pytest.raises(ExportError, match=r'sr_ratio=4, at stride 32.*range \[64, 4096\] '
+                                          r'reaches below it.*at least 129'):
+        export_onnx(model, torch.randn(1, 3, 160, 160), str(tmp_path / 'm.onnx'),
+                    dynamic=True, size_range=(64, 4096))
+    assert dynamic_size_range(VVT(arch=VVT_4STAGE, sr_ratios=(8, 4, 2, 1)).eval())[0] == 64
 
 
 def test_custom_vicinity_kernels_are_refused_with_the_exportable_impl(tmp_path):
@@ -230,7 +244,7 @@ def test_cli_refuses_a_dynamic_vitae_export_below_its_window_limit(tmp_path, cap
     with pytest.raises(SystemExit) as exc:
         pytorch2onnx.main([str(config), '--shape', '128', '128', '--dynamic',
                            '--out', str(tmp_path / 'v.onnx')])
-    assert 'ViTAEv2VSA, window_size=7' in str(exc.value) and 'at least 225' in str(exc.value)
+    assert 'window_size=7, at stride 32' in str(exc.value) and 'at least 225' in str(exc.value)
     assert 'randomly initialised' in capsys.readouterr().out
     assert not (tmp_path / 'v.onnx').exists()
 

@@ -35,9 +35,11 @@ adaptive pooling modules (UPerNet's PPM, whose ONNX lowering would keep the
 traced windows) are swapped for an exact equivalent that follows H, W.
 What cannot is refused before export, naming the module and the alternative:
 
-* ``ViTAEv2VSA`` stays dynamic only for H, W above ``32 * window_size`` (225
-  for the official window 7): at smaller sizes the last stage holds one
-  window, a size torch.export specialises. Export at a size inside the range
+* a window or a spatial reduction in a deep stage raises the lowest dynamic
+  size: a module at stride ``s`` coarsening by ``r`` needs H, W above ``s * r``
+  (ViTAEv2-VSA's window 7 at stride 32: 225; VVT ``sr_ratios=(4, 4, 4, 4)``:
+  129), because below it reduces its map to one cell, a size torch.export
+  specialises. The default range starts there; export at a size inside it
   (the graph then serves all of it), or at a fixed size without ``--dynamic``.
 * ``impl='torch'``/``'triton'`` vicinity attention (dynamic or not): custom
   kernels the exporters cannot translate; the default ``impl='auto'`` exports.
@@ -111,7 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='keep H and W dynamic (in --size-range) instead of fixing them')
     parser.add_argument('--size-range', type=int, nargs=2, metavar=('MIN', 'MAX'),
                         help=f'range of H and W with --dynamic (default {SIZE_RANGE[0]} '
-                        f'{SIZE_RANGE[1]}, or the model\'s own lower limit if higher)')
+                        f'{SIZE_RANGE[1]}, or from the model\'s own lower limit if higher, '
+                        'e.g. 225 for ViTAEv2-VSA)')
     parser.add_argument('--backbone-only', action='store_true',
                         help="export model.backbone: its feature maps feat0, feat1, ...")
     parser.add_argument('--out', help='the .onnx file (default: <config name>.onnx, '
@@ -249,10 +252,13 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f'error: tools/deployment/pytorch2onnx.py: {err}')
 
     height, width = args.shape
-    size_range = tuple(args.size_range) if args.size_range else dynamic_size_range(model)
     inner = getattr(model, 'model', model)  # the classifier/segmentor in its wrapper
     channels = getattr(getattr(inner, 'backbone', inner), 'in_channels', 3)
     example = torch.randn(1, channels, height, width)
+    size_range = SIZE_RANGE
+    if args.dynamic:
+        size_range = (tuple(args.size_range) if args.size_range else
+                      dynamic_size_range(model, channels))
     with torch.no_grad():
         outputs = model(example)
     if kind == 'backbone':

@@ -12,7 +12,6 @@ modules are named with the alternative.
 """
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,41 +85,84 @@ def use_exportable_pooling(model: nn.Module) -> int:
     return swapped
 
 
-def _smallest_dynamic_size(model: nn.Module) -> tuple[int, str | None]:
-    """The lowest H, W a dynamic graph of ``model`` serves, and which module sets it."""
-    from vvt_mm.models.backbones.vitaev2_vsa import ViTAEv2VSA
+# A square input whose side every stage stride (a power of two up to 256) divides:
+# a stage's map side at this input gives the stage's stride exactly.
+_PROBE_SIZE = 256
+
+
+def _reducing_modules(model: nn.Module) -> list[tuple[str, nn.Module, str, int]]:
+    """Modules that coarsen their map again: ``(name, module, what, factor)``."""
+    from vvt_mm.models.attention.spatial_reduction import SpatialReductionAttention
+    from vvt_mm.models.attention.vicinity import VicinityAttention
+    from vvt_mm.models.layers.lvt_attention import RecursiveAtrousSelfAttention
     from vvt_mm.models.layers.varied_size_window_attention import VariedSizeWindowAttention
 
-    lowest, reason = SIZE_RANGE[0], None
+    found = []
     for name, module in model.named_modules():
-        if not isinstance(module, ViTAEv2VSA):
-            continue
-        window = max(m.window_size for m in module.modules()
-                     if isinstance(m, VariedSizeWindowAttention))
-        stride = math.prod(module.downsample_ratios)
-        if stride * window + 1 > lowest:
-            lowest = stride * window + 1
-            reason = (f'{name or "the model"} (ViTAEv2VSA, window_size={window}) needs '
-                      f'H, W > {stride} x {window} = {stride * window} for dynamic sizes: '
-                      f'below, its stride-{stride} stage holds a single window, a size '
+        if isinstance(module, VariedSizeWindowAttention):
+            found.append((name, module, 'window_size', module.window_size))
+        elif isinstance(module, (VicinityAttention, SpatialReductionAttention,
+                                 RecursiveAtrousSelfAttention)) and module.sr_ratio > 1:
+            found.append((name, module, 'sr_ratio', module.sr_ratio))
+    return found
+
+
+def _smallest_dynamic_size(model: nn.Module, channels: int = 3) -> tuple[int, str | None]:
+    """The lowest H, W a dynamic graph of ``model`` serves, and which module sets it.
+
+    A spatial reduction (``sr_ratio``) or a window (ViTAEv2's VSA) coarsens its
+    stage's map once more: at stride ``s`` with factor ``r`` the input needs
+    more than ``s * r`` pixels for 2 reduced cells, because torch.export
+    specialises a map of one cell (its convolutions guard on it). The stride
+    of each such module is read from one forward at a probe size.
+    """
+    reducers = _reducing_modules(model)
+    if not reducers:
+        return SIZE_RANGE[0], None
+    sides = {}
+
+    def record(name):
+        def hook(module, args):
+            # VSA takes an NCHW map, the token mixers (tokens, (h, w)).
+            sides.setdefault(name, args[1][0] if len(args) > 1 else args[0].shape[2])
+        return hook
+
+    handles = [m.register_forward_pre_hook(record(name)) for name, m, _, _ in reducers]
+    try:
+        param = next(model.parameters())
+        with torch.no_grad():
+            model(torch.zeros(1, channels, _PROBE_SIZE, _PROBE_SIZE, dtype=param.dtype,
+                              device=param.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    lowest, reason = SIZE_RANGE[0], None
+    for name, module, what, factor in reducers:
+        stride = _PROBE_SIZE // int(sides[name])
+        if stride * factor + 1 > lowest:
+            lowest = stride * factor + 1
+            reason = (f'{name} ({type(module).__name__}, {what}={factor}, at stride '
+                      f'{stride}) needs H, W > {stride} x {factor} = {stride * factor} for '
+                      'dynamic sizes: below, it reduces its map to a single cell, a size '
                       'torch.export specialises the graph to')
     return lowest, reason
 
 
-def dynamic_size_range(model: nn.Module) -> tuple[int, int]:
+def dynamic_size_range(model: nn.Module, channels: int = 3) -> tuple[int, int]:
     """The default range of H, W for a dynamic graph of ``model``.
 
     :data:`SIZE_RANGE`, or from a higher lower end where a module needs one
-    (ViTAEv2-VSA: more than one window in its last stage).
+    (a window or spatial reduction in a deep stage, e.g. 225 for ViTAEv2-VSA,
+    129 for VVT with ``sr_ratios=(4, 4, 4, 4)``).
     """
-    return max(SIZE_RANGE[0], _smallest_dynamic_size(model)[0]), SIZE_RANGE[1]
+    return _smallest_dynamic_size(model, channels)[0], SIZE_RANGE[1]
 
 
 def _dynamic_shapes(model: nn.Module, example: Tensor,
                     size_range: tuple[int, int]) -> tuple[dict, ...]:
     lo, hi = size_range
     h, w = example.shape[2:]
-    lowest, reason = _smallest_dynamic_size(model)
+    lowest, reason = _smallest_dynamic_size(model, example.shape[1])
     if reason is not None and min(lo, h, w) < lowest:
         below = (f'the range [{lo}, {hi}] reaches below it' if lo < lowest else
                  f'the export size {h}x{w} is below it')
@@ -169,7 +211,8 @@ def export_onnx(model: nn.Module, example: Tensor, path: str, dynamic: bool = Fa
                           + '\n  '.join(problems))
     dynamic_shapes = None
     if dynamic:
-        dynamic_shapes = _dynamic_shapes(model, example, size_range or dynamic_size_range(model))
+        dynamic_shapes = _dynamic_shapes(
+            model, example, size_range or dynamic_size_range(model, example.shape[1]))
         use_exportable_pooling(model)
     with torch.no_grad():
         try:
