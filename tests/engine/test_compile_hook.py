@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -102,3 +103,15 @@ def test_the_hook_is_inert_without_compile_and_added_only_when_missing():
     assert [h['type'] for h in cfg.custom_hooks] == ['NonFiniteLossHook', 'TorchCompileHook']
     assert not add_compile_hook(cfg)
     assert TorchCompileHook.priority == 'VERY_HIGH'
+
+
+@pytest.mark.parametrize('compile_cfg,strict', [(True, True), (dict(dynamic=True), True),
+                                                (dict(backend='aot_eager'), False)])
+def test_the_hook_asks_inductor_for_exact_output_strides(compile_cfg, strict):
+    import torch._inductor.config as inductor_config
+    fake_runner = SimpleNamespace(cfg=Config(dict(compile=compile_cfg)),
+                                  optim_wrapper=OptimWrapper(torch.optim.SGD(
+                                      nn.Linear(1, 1).parameters(), lr=0.1)))
+    with inductor_config.patch(strict_output_strides=False):
+        TorchCompileHook().before_train(fake_runner)
+        assert inductor_config.strict_output_strides is strict

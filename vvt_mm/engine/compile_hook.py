@@ -11,6 +11,13 @@ an optimizer step over such groups: the first iteration fails deep inside it
 first iteration this hook makes every param group a plain dict again (same
 keys and values, same parameters), so the compiled step traces.
 
+With the inductor backend (the default) it also sets inductor's
+``strict_output_strides``: once shapes are dynamic (``dynamic=True``, or the
+second input size under the default automatic dynamic), inductor (torch
+2.14) fails to order the symbolic strides of views it saves for backward
+(``cannot determine truth value of Relational``); exact strides need no
+ordering.
+
     custom_hooks = [dict(type='TorchCompileHook')]
 
 is in our configs and inert without ``compile``; ``tools/train.py`` adds it
@@ -58,10 +65,16 @@ class TorchCompileHook(Hook):
     priority = 'VERY_HIGH'
 
     def before_train(self, runner) -> None:
-        if not runner.cfg.get('compile'):
+        compile_cfg = runner.cfg.get('compile')
+        if not compile_cfg:
             return
         count = plain_param_groups(runner.optim_wrapper)
         if count:
             print_log(f'compile: {count} optimizer param group(s) made plain dicts '
                       '(dynamo cannot trace an optimizer step over ConfigDict groups)',
                       logger='current')
+        backend = compile_cfg.get('backend', 'inductor') if isinstance(compile_cfg, dict) \
+            else 'inductor'
+        if backend == 'inductor':
+            import torch._inductor.config
+            torch._inductor.config.strict_output_strides = True
