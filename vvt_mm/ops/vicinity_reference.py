@@ -29,12 +29,23 @@ from torch import Tensor
 
 __all__ = [
     'ABS_CLAMP_MAX', 'ABS_CLAMP_MIN', 'NORMALISER_EPS', 'abs_clamp', 'check_vicinity_shapes',
-    'vicinity_angles', 'vicinity_attention_reference'
+    'official_constants', 'vicinity_angles', 'vicinity_attention_reference'
 ]
 
 ABS_CLAMP_MIN = 1e-4
 ABS_CLAMP_MAX = 1e4
 NORMALISER_EPS = 1e-4
+
+
+@torch.compiler.assume_constant_result
+def official_constants() -> tuple[float, float, float]:
+    """``(ABS_CLAMP_MIN, ABS_CLAMP_MAX, NORMALISER_EPS)`` as compile-time constants.
+
+    With ``dynamic=True`` dynamo makes module-level floats symbolic inputs,
+    and fails (``lift_tracked_freevar_to_input``) when one is read in two
+    activation-checkpointed blocks; read through here they are constants.
+    """
+    return ABS_CLAMP_MIN, ABS_CLAMP_MAX, NORMALISER_EPS
 
 
 class _AbsClamp(torch.autograd.Function):
@@ -67,9 +78,10 @@ def abs_clamp(t: Tensor) -> Tensor:
     shapes, and the compiler picks what to save for backward itself.
     """
     if torch.compiler.is_compiling():
+        lo, hi, _ = official_constants()
         mag = t.abs()
-        inside = (mag >= ABS_CLAMP_MIN) & (mag <= ABS_CLAMP_MAX)
-        return torch.where(inside, t, mag.clamp(ABS_CLAMP_MIN, ABS_CLAMP_MAX).detach() * t.sign())
+        inside = (mag >= lo) & (mag <= hi)
+        return torch.where(inside, t, mag.clamp(lo, hi).detach() * t.sign())
     if t.requires_grad:
         return _AbsClamp.apply(t)
     return t.abs().clamp_(ABS_CLAMP_MIN, ABS_CLAMP_MAX).mul_(t.sign())

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from vvt_mm.ops.vicinity_reference import NORMALISER_EPS, vicinity_attention_reference
+from vvt_mm.ops.vicinity_reference import official_constants, vicinity_attention_reference
 from vvt_mm.ops.vicinity_separable import vicinity_attention_separable
 
 __all__ = ['IMPLS', 'SMALL_MAP_TOKENS', 'SMALL_MAP_TOKENS_NO_GRAD', 'choose_vicinity_impl',
@@ -71,13 +71,18 @@ def vicinity_attention(q: Tensor, k: Tensor, v: Tensor,
                        q_hw: tuple[int, int],
                        kv_hw: tuple[int, int] | None = None,
                        clamp: bool = True,
-                       eps: float = NORMALISER_EPS,
+                       eps: float | None = None,
                        impl: str = 'auto') -> Tensor:
     """Vicinity attention of ``(B, heads, N, d)`` q, k, v on their token grids.
 
+    ``eps``: added to the normaliser, ``None`` for the official
+    :data:`~vvt_mm.ops.vicinity_reference.NORMALISER_EPS` (a compile-time
+    constant under ``torch.compile``).
     ``impl``: ``'auto'`` (see the module docstring), ``'torch'`` (separable),
     ``'reference'`` (official formulation) or ``'triton'``.
     """
+    if eps is None:
+        eps = official_constants()[2]
     if impl == 'auto':
         impl = choose_vicinity_impl(q, k, v, q_hw, kv_hw)
     if impl == 'torch':

@@ -10,21 +10,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vvt_mm.ops.vicinity_reference import NORMALISER_EPS, abs_clamp
+from vvt_mm.ops.vicinity_reference import abs_clamp, official_constants
 from vvt_mm.registry import ATTENTIONS
 
 from .vicinity import VicinityAttention
 
 
 def relu_linear_attention(q: Tensor, k: Tensor, v: Tensor, clamp: bool = True,
-                          eps: float = NORMALISER_EPS) -> Tensor:
+                          eps: float | None = None) -> Tensor:
     """``sum_j S(i, j) v_j / (sum_j S(i, j) + eps)``, ``S(i, j) = relu(q_i) . relu(k_j)``.
 
     Linear attention on ``(B, heads, N, d)`` tensors, ``O(N d^2)``, in float32
     even under autocast (the key-value state sums over every token). With
     ``clamp`` the official ``abs_clamp`` is applied where the vicinity core
-    applies it: key-value state, normaliser, numerator and output.
+    applies it: key-value state, normaliser, numerator and output. ``eps``
+    ``None`` is the official
+    :data:`~vvt_mm.ops.vicinity_reference.NORMALISER_EPS`.
     """
+    if eps is None:
+        eps = official_constants()[2]
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
     with torch.autocast(q.device.type, enabled=False):
         q, k, v = F.relu(q.to(work)), F.relu(k.to(work)), v.to(work)
