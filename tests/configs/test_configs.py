@@ -135,6 +135,31 @@ def test_ade20k_configs_follow_the_paper_settings(name):
         assert cfg.model.neck.out_channels == 256 and cfg.model.decode_head.channels == 128
 
 
+@pytest.mark.parametrize('name', ['upernet_vvt_s_cityscapes.py', 'fpn_vvt_s_cityscapes.py'])
+def test_cityscapes_configs_train_on_crops_and_test_whole_images(name):
+    """mmseg's Cityscapes bases, 512x1024 crops, one whole-image pass at 1024x2048."""
+    cfg = load(name)
+    ade = load(name.replace('cityscapes', 'ade20k'))
+    assert cfg.custom_hooks == ade.custom_hooks
+    assert cfg.train_dataloader.dataset.type == 'CityscapesDataset'
+    assert cfg.model.data_preprocessor.size == (512, 1024)
+    crop = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomCrop'][0]
+    assert crop.crop_size == (512, 1024)
+    resize = [t for t in cfg.test_dataloader.dataset.pipeline if t.type == 'Resize'][0]
+    assert resize.scale == (2048, 1024) and resize.keep_ratio
+    assert cfg.model.test_cfg.mode == 'whole'
+    assert cfg.model.decode_head.num_classes == 19
+    assert cfg.model.backbone.type == 'VVT' and cfg.model.backbone.arch == 'small'
+    assert cfg.train_cfg.max_iters == cfg.param_scheduler[-1].end == 80000
+    model = build(cfg)
+    from mmseg.structures import SegDataSample
+    h, w = 64, 128  # Cityscapes' 1:2 aspect, small
+    sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+    with torch.no_grad(), DefaultScope.overwrite_default_scope('mmseg'):
+        pred = model.predict(torch.randn(1, 3, h, w), [sample])[0]
+    assert pred.seg_logits.data.shape == (19, h, w)
+
+
 @pytest.mark.parametrize('name', [c for c in CONFIGS if c.startswith('vvt_')])
 def test_imagenet_configs_follow_the_official_recipe(name):
     cfg = load(name)
