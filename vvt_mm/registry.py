@@ -7,6 +7,7 @@ built from a block's ``attn_cfg``, never from a top-level config.
 """
 from mmengine.registry import MODELS, Registry
 
-ATTENTIONS = Registry('vvt_mm attention', locations=['vvt_mm.models.attention'])
+ATTENTIONS = Registry('vvt_mm attention',
+                      locations=['vvt_mm.models.attention', 'vvt_mm.models.layers'])
 
 __all__ = ['MODELS', 'ATTENTIONS']

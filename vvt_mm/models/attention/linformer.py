@@ -11,6 +11,7 @@ from torch import Tensor
 from vvt_mm.registry import ATTENTIONS
 
 from ..layers.adaptive_pool import adaptive_avg_pool2d
+from ..layers.token_grid import nlc_to_nchw
 from .heads import check_heads, merge_heads, split_heads
 
 
@@ -72,8 +73,7 @@ class LinformerAttention(BaseModule):
     def project_tokens(self, t: Tensor, hw_shape: tuple[int, int],
                        projection: nn.Linear) -> Tensor:
         """``(B, N, C)`` on an ``H x W`` grid -> ``(B, k, C)``."""
-        bsz, _, channels = t.shape
-        grid = t.transpose(1, 2).reshape(bsz, channels, *hw_shape)
+        grid = nlc_to_nchw(t, hw_shape)
         pooled = adaptive_avg_pool2d(grid, self.pool_size).flatten(2)  # (B, C, G^2)
         return projection(pooled).transpose(1, 2)
 

@@ -3,18 +3,17 @@ from __future__ import annotations
 
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from torch import Tensor
 
 from vvt_mm.registry import ATTENTIONS
 
-from ..layers.padding import pad_to_multiple
+from ..layers.kv_reduction import KVReductionMixin
 from .heads import check_heads, merge_heads, split_heads
 
 
 @ATTENTIONS.register_module(name=['spatial_reduction', 'SpatialReductionAttention'])
-class SpatialReductionAttention(BaseModule):
+class SpatialReductionAttention(KVReductionMixin, BaseModule):
     """Softmax attention whose keys/values come from a reduced token grid.
 
     Queries keep every token; keys and values are computed from an
@@ -47,28 +46,18 @@ class SpatialReductionAttention(BaseModule):
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         check_heads(embed_dims, num_heads, type(self).__name__)
-        if int(sr_ratio) != sr_ratio or sr_ratio < 1:
-            raise ValueError(f'sr_ratio must be an integer >= 1, got {sr_ratio}')
         self.embed_dims = embed_dims
         self.num_heads = num_heads
-        self.sr_ratio = int(sr_ratio)
         self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
         self.kv = nn.Linear(embed_dims, 2 * embed_dims, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
-        if self.sr_ratio > 1:
-            self.sr = nn.Conv2d(embed_dims, embed_dims, self.sr_ratio, stride=self.sr_ratio)
-            self.norm = build_norm_layer(norm_cfg or dict(type='LN', eps=1e-5),
-                                         embed_dims)[1]
+        self.init_kv_reduction(embed_dims, sr_ratio, norm_cfg)
+        # Without a reduction there are no positions: class tokens may join.
+        self.takes_extra_tokens = self.sr_ratio == 1
 
     def reduce_tokens(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         """Tokens that keys and values are computed from, ``(B, N', C)``."""
-        if self.sr_ratio == 1:
-            return x
-        bsz, _, channels = x.shape
-        h, w = hw_shape
-        grid = x.transpose(1, 2).reshape(bsz, channels, h, w)
-        grid = pad_to_multiple(grid, self.sr_ratio)
-        return self.norm(self.sr(grid).flatten(2).transpose(1, 2))
+        return self.reduce_kv(x, hw_shape)[0]
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         """Mix ``(B, N, C)`` tokens laid out row-major on ``hw_shape``."""

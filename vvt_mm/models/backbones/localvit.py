@@ -19,6 +19,7 @@ from vvt_mm.registry import MODELS
 from ..attention.builder import build_attention
 from ..layers.locality_ffn import LocalityFFN
 from ..layers.strided_patch_embed import StridedPatchEmbed
+from ..layers.token_grid import nchw_to_nlc, nlc_to_nchw
 from .base import StagedBackbone
 from .utils import normalize_out_indices, resolve_arch, resolve_pretrained
 
@@ -39,7 +40,7 @@ def resize_pos_embed(pos_embed: Tensor, src_hw: tuple[int, int], dst_hw: tuple[i
     channels = pos_embed.shape[-1]
     grid = grid.reshape(1, *src_hw, channels).permute(0, 3, 1, 2)
     grid = F.interpolate(grid, size=tuple(dst_hw), mode=mode, align_corners=False)
-    return torch.cat([extra, grid.flatten(2).transpose(1, 2)], dim=1)
+    return torch.cat([extra, nchw_to_nlc(grid)], dim=1)
 
 
 class LocalViTBlock(BaseModule):
@@ -90,9 +91,7 @@ class LocalViTBlock(BaseModule):
     def _forward(self, x: Tensor, hw_shape: tuple[int, int], num_extra_tokens: int) -> Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
         extra, tokens = x[:, :num_extra_tokens], x[:, num_extra_tokens:]
-        bsz, _, channels = tokens.shape
-        grid = tokens.transpose(1, 2).reshape(bsz, channels, *hw_shape)
-        tokens = self.ffn(grid).flatten(2).transpose(1, 2)
+        tokens = nchw_to_nlc(self.ffn(nlc_to_nchw(tokens, hw_shape)))
         return torch.cat([extra, tokens], dim=1) if num_extra_tokens else tokens
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int], num_extra_tokens: int = 0) -> Tensor:
@@ -238,5 +237,5 @@ class LocalViT(StagedBackbone):
                 outs.append(out[:, 0])
             else:
                 out = out[:, self.num_extra_tokens:]
-                outs.append(out.transpose(1, 2).reshape(x.shape[0], -1, *hw_shape))
+                outs.append(nlc_to_nchw(out, hw_shape))
         return tuple(outs)

@@ -14,6 +14,7 @@ from vvt_mm.checkpoint.localvit_keys import convert_localvit_pvt, is_official_lo
 from vvt_mm.registry import MODELS
 
 from ..layers.strided_patch_embed import StridedPatchEmbed
+from ..layers.token_grid import nlc_to_nchw
 from .base import StagedBackbone
 from .localvit import LocalViTBlock, resize_pos_embed
 from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
@@ -201,7 +202,7 @@ class LocalViTPVT(StagedBackbone):
                     outs.append(tokens[:, 0])
                     break
                 tokens = tokens[:, 1:]
-            x = tokens.transpose(1, 2).reshape(bsz, -1, *hw_shape)
+            x = nlc_to_nchw(tokens, hw_shape)
             if i in self.out_indices and self.out_type == 'featmap':
                 outs.append(x)
         return tuple(outs)

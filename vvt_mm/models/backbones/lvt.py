@@ -20,6 +20,7 @@ from ..layers.lvt_attention import (
     RecursiveAtrousSelfAttention,
 )
 from ..layers.pre_norm_block import PreNormBlock
+from ..layers.token_grid import nlc_to_nchw
 from .base import StagedBackbone, pvt_v2_init
 from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
 
@@ -199,8 +200,7 @@ class LVT(StagedBackbone):
         outs = []
         for i, stage in enumerate(self.stages):
             tokens, hw_shape = stage(x)
-            x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *hw_shape)
+            x = nlc_to_nchw(tokens, hw_shape)
             if i in self.out_indices:
-                out = getattr(self, f'norm{i}')(tokens)
-                outs.append(out.transpose(1, 2).reshape(tokens.shape[0], -1, *hw_shape))
+                outs.append(nlc_to_nchw(getattr(self, f'norm{i}')(tokens), hw_shape))
         return tuple(outs)

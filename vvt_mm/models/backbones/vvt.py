@@ -18,6 +18,7 @@ from ..attention.builder import attention_class, build_attention, mixers_taking,
 from ..attention.spatial_reduction import SpatialReductionAttention
 from ..layers import ConvFFN, OverlapPatchEmbed
 from ..layers.pre_norm_block import PreNormBlock
+from ..layers.token_grid import nlc_to_nchw
 from .base import StagedBackbone, pvt_v2_init
 from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
 
@@ -102,7 +103,7 @@ class VVTStage(BaseModule):
         for block in self.blocks:
             tokens = block(tokens, hw_shape)
         tokens = self.norm(tokens)
-        return tokens.transpose(1, 2).reshape(x.shape[0], -1, *hw_shape)
+        return nlc_to_nchw(tokens, hw_shape)
 
 
 @MODELS.register_module()

@@ -6,7 +6,8 @@
   attention whose queries see multi-scale context through one depthwise 3x3
   kernel shared across dilations 1/3/5, applied recursively.
 
-Both take ``(B, N, C)`` tokens laid out row-major on ``hw_shape``.
+Both are token mixers (registered in ``ATTENTIONS`` as ``'csa'`` and
+``'rasa'``): they take ``(B, N, C)`` tokens laid out row-major on ``hw_shape``.
 """
 from __future__ import annotations
 
@@ -16,16 +17,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmcv.cnn import build_activation_layer
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from vvt_mm.registry import ATTENTIONS
+
+from ..attention.heads import check_heads, merge_heads, split_heads
+from .kv_reduction import KVReductionMixin
 from .padding import pad_to_multiple
-
-
-def _to_grid(x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
-    bsz, _, channels = x.shape
-    return x.transpose(1, 2).reshape(bsz, channels, *hw_shape)
+from .token_grid import nchw_to_nlc, nlc_to_nchw
 
 
 def _avg_pool_ceil(x: Tensor, stride: int) -> Tensor:
@@ -41,6 +42,7 @@ def _avg_pool_ceil(x: Tensor, stride: int) -> Tensor:
             / F.avg_pool2d(pad_to_multiple(ones, stride), stride))
 
 
+@ATTENTIONS.register_module(name=['csa', 'ConvolutionalSelfAttention'])
 class ConvolutionalSelfAttention(BaseModule):
     """CSA: per-window attention among the 9 positions of a 3x3 neighbourhood.
 
@@ -70,9 +72,7 @@ class ConvolutionalSelfAttention(BaseModule):
                  attn_drop: float = 0.,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims={embed_dims} must be divisible by '
-                             f'num_heads={num_heads}')
+        check_heads(embed_dims, num_heads, type(self).__name__)
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.kernel_size = kernel_size
@@ -91,10 +91,10 @@ class ConvolutionalSelfAttention(BaseModule):
         bsz, _, channels = x.shape
         k, heads = self.kernel_size, self.num_heads
         positions = k * k
-        grid = _to_grid(x, hw_shape)
+        grid = nlc_to_nchw(x, hw_shape)
         pooled = _avg_pool_ceil(grid, self.stride)
         num_windows = pooled.shape[2] * pooled.shape[3]
-        attn = self.attn_logits(pooled.flatten(2).transpose(1, 2))
+        attn = self.attn_logits(nchw_to_nlc(pooled))
         attn = attn.reshape(bsz, num_windows, heads, positions, positions).transpose(1, 2)
         attn = self.attn_drop((attn * self.scale).softmax(dim=-1))  # (B, h, n, out p, in p)
 
@@ -106,7 +106,7 @@ class ConvolutionalSelfAttention(BaseModule):
         # fold wants (B, C * k * k, n) with channel-major (c * k*k + p) order.
         out = out.permute(0, 1, 4, 3, 2).reshape(bsz, channels * positions, num_windows)
         out = F.fold(out, hw_shape, k, padding=k // 2, stride=self.stride)
-        return self.proj(out.flatten(2).transpose(1, 2))
+        return self.proj(nchw_to_nlc(out))
 
 
 class AtrousDepthwiseConv(BaseModule):
@@ -134,7 +134,8 @@ class AtrousDepthwiseConv(BaseModule):
                                      groups=x.shape[1])) for d in self.dilations)
 
 
-class RecursiveAtrousSelfAttention(BaseModule):
+@ATTENTIONS.register_module(name=['rasa', 'RecursiveAtrousSelfAttention'])
+class RecursiveAtrousSelfAttention(KVReductionMixin, BaseModule):
     """RASA: ``SiLU(A(SiLU(A(x)) + x))`` for two recursions (``A`` below).
 
     ``A``: q = atrous depthwise conv of ``Linear(x)``; k, v from an
@@ -167,44 +168,31 @@ class RecursiveAtrousSelfAttention(BaseModule):
                  attn_drop: float = 0.,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims={embed_dims} must be divisible by '
-                             f'num_heads={num_heads}')
+        check_heads(embed_dims, num_heads, type(self).__name__)
         if recursions < 1:
             raise ValueError(f'recursions must be >= 1, got {recursions}')
         act_cfg = act_cfg or dict(type='SiLU')
         self.num_heads = num_heads
-        self.sr_ratio = sr_ratio
         self.recursions = recursions
         self.attn_drop = attn_drop
         self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
         self.kv = nn.Linear(embed_dims, 2 * embed_dims, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
-        if sr_ratio > 1:
-            self.sr = nn.Conv2d(embed_dims, embed_dims, sr_ratio, stride=sr_ratio)
-            self.norm = build_norm_layer(dict(type='LN', eps=1e-5), embed_dims)[1]
+        self.init_kv_reduction(embed_dims, sr_ratio)
         self.ds = AtrousDepthwiseConv(embed_dims, atrous_rates, bias=qkv_bias,
                                       act_cfg=act_cfg) if atrous_rates else None
         self.act = build_activation_layer(act_cfg)
-
-    def _heads(self, x: Tensor) -> Tensor:
-        bsz, num_tokens, channels = x.shape
-        return x.view(bsz, num_tokens, self.num_heads, -1).transpose(1, 2)
 
     def attend(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         """One pass of atrous-query, reduced-key/value softmax attention."""
         q = self.q(x)
         if self.ds is not None:
-            q = self.ds(_to_grid(q, hw_shape)).flatten(2).transpose(1, 2)
-        source = x
-        if self.sr_ratio > 1:
-            grid = pad_to_multiple(_to_grid(x, hw_shape), self.sr_ratio)
-            source = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
-        k, v = self.kv(source).chunk(2, dim=-1)
+            q = nchw_to_nlc(self.ds(nlc_to_nchw(q, hw_shape)))
+        k, v = self.kv(self.reduce_kv(x, hw_shape)[0]).chunk(2, dim=-1)
+        q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
         out = F.scaled_dot_product_attention(
-            self._heads(q), self._heads(k), self._heads(v),
-            dropout_p=self.attn_drop if self.training else 0.)
-        return self.proj(out.transpose(1, 2).flatten(2))
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.)
+        return self.proj(merge_heads(out))
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         out = self.attend(x, hw_shape)

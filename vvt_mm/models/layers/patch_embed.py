@@ -6,6 +6,8 @@ from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from .token_grid import nchw_to_nlc
+
 
 class OverlapPatchEmbed(BaseModule):
     """Strided conv with ``kernel > stride`` so patches overlap, then a norm.
@@ -36,4 +38,4 @@ class OverlapPatchEmbed(BaseModule):
         """Return tokens ``(B, H*W, C)`` and their grid ``(H, W)``."""
         x = self.proj(x)
         hw_shape = (x.shape[2], x.shape[3])
-        return self.norm(x.flatten(2).transpose(1, 2)), hw_shape
+        return self.norm(nchw_to_nlc(x)), hw_shape

@@ -7,6 +7,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from .padding import pad_to_multiple
+from .token_grid import nchw_to_nlc
 
 
 class StridedPatchEmbed(BaseModule):
@@ -40,5 +41,5 @@ class StridedPatchEmbed(BaseModule):
         """NCHW in; tokens ``(B, h*w, C)`` and their grid ``(h, w)`` out."""
         x = self.proj(pad_to_multiple(x, self.patch_size))
         hw_shape = (x.shape[2], x.shape[3])
-        x = x.flatten(2).transpose(1, 2)
+        x = nchw_to_nlc(x)
         return (self.norm(x) if self.norm is not None else x), hw_shape
