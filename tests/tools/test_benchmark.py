@@ -54,6 +54,12 @@ def test_quick_run_prints_ratios_and_writes_csv_and_png(tmp_path, capsys):
     text = capsys.readouterr().out
     assert 'CORE' in text and 'ATTENTION MODULES' in text and 'BACKBONES' in text
     assert 'DEPLOY' in text and 'TARGET CHECKS' in text
+    assert 'OFFICIAL STRUCTURE' in text and 'HIGH RESOLUTION BACKBONES' in text
+    assert 'machine GEMM rate: ' in text and 'G multiply-adds/s' in text
+    assert "get_flops.py counts them (fvcore" in text  # the counting convention is stated
+    assert 'vs the official structure, eager: forward ' in text
+    assert 'of the GEMM rate (need >= 0.7)' in text
+    assert 'inference peak memory at 64x128: VVT-S ' in text
     assert 'onnxruntime vs PyTorch eager, inference: ' in text
     assert 'torch.compile(aot_eager) vs eager: inference ' in text
     assert "--quick: torch.compile backend 'aot_eager'" in text  # says why not inductor
@@ -75,6 +81,19 @@ def test_quick_run_prints_ratios_and_writes_csv_and_png(tmp_path, capsys):
     assert floor and all(0 < float(r['fwd_ms']) < float(r['fwd_bwd_ms']) for r in floor)
     measured = [r for r in table if not r['note']]
     assert measured and all(float(r['fwd_ms']) > 0 for r in measured)
+    # Ours and the official structure, same size; the GEMM rate measured once.
+    official = {r['name']: r for r in table if r['suite'] == 'official'}
+    assert set(official) == {'VVT-S(ours)', 'VVT-S(official structure)'}
+    assert all(0 < float(r['fwd_ms']) < float(r['fwd_bwd_ms']) for r in official.values())
+    assert [float(r['fwd_ms']) > 0 for r in table if r['suite'] == 'machine'] == [True]
+    # Every high-resolution case timed, memory from a fresh process; with_cp: training only.
+    high = {r['name']: r for r in table if r['suite'] == 'highres'}
+    assert set(high) == {'VVT-S', 'PVTv2-b2', 'Swin-T', 'VVT-S(with_cp)',
+                         'PVTv2-b2(with_cp)', 'Swin-T(with_cp)'}
+    for name, r in high.items():
+        assert 'memory: fresh process' in r['note'] and float(r['train_mem_mb']) > 0, r
+        assert float(r['fwd_bwd_ms']) > 0
+        assert (r['fwd_ms'] == 'nan') == ('with_cp' in name), r
     # Deploy: eager, onnxruntime and the compiled model at the same tiny size.
     dep = {r['name']: r for r in table if r['suite'] == 'deploy'}
     assert set(dep) == {'eager', 'onnxruntime', 'torch.compile(aot_eager)'}
@@ -104,10 +123,34 @@ def test_target_checks_print_the_bounds_and_the_triton_ratio():
 
     text = '\n'.join(report.target_checks(rows, Args()))
     assert '3.00x (need >= 3.0) PASS [its 12 GEMMs alone: 25.0 ms, so at most 3.60x' in text
+    assert 'fwd+bwd speed-up / GEMM-floor speed-up: 0.83 (need >= 0.9) FAIL' in text
     assert 'peak memory ours/reference: 0.200 (need <= 0.333) PASS' in text
     assert 'Triton kernel vs torch path: fwd 5.00x, fwd+bwd 1.50x faster' in text
     assert ('1.11x (need >= 1.3) FAIL [the reference cores are 20.0% of that forward, so a '
             'free core gives at most 1.25x; ours: 10.0%]') in text
+
+
+def test_official_and_highres_checks_quote_ratios_rates_and_memory():
+    from vvt_mm.benchmark.official import GEMM_RATE, OFFICIAL, OURS
+    rows = [Row('machine', GEMM_RATE, 1024, 0, 1, fwd_ms=25.0),
+            Row('official', OURS, 512, 0, 1, fwd_ms=500, fwd_bwd_ms=1000, note='VVT-S'),
+            Row('official', OFFICIAL, 512, 0, 1, fwd_ms=800, fwd_bwd_ms=2400, note='VVT-S'),
+            Row('highres', 'VVT-S', 1024, 0, 1, fwd_mem_mb=900, note='1024x2048'),
+            Row('highres', 'PVTv2-b2', 1024, 0, 1, fwd_mem_mb=1500, note='1024x2048'),
+            Row('highres', 'Swin-T', 1024, 0, 1, fwd_mem_mb=1200, note='1024x2048')]
+    rows[0].extra['macs_per_s'] = 1024**3 / 0.025  # 42.9 G multiply-adds/s
+    for r in rows[1:3]:
+        r.extra['macs'] = 30e9
+    text = '\n'.join(report.target_checks(rows, cli.parse_args([])))
+    assert ('VVT-S at 512^2 vs the official structure, eager: forward 1.60x (need >= 1.5) '
+            'PASS; forward+backward 2.40x (need >= 2.2) PASS') in text
+    assert ('VVT-S at 512^2 forward (ours, eager): 30.0 G multiply-adds in 500 ms = 60.0 G '
+            'multiply-adds/s = 1.40 of the GEMM rate (need >= 0.7) PASS') in text
+    assert ('inference peak memory at 1024x2048: VVT-S 900 MiB vs PVTv2-b2 1500 MiB, Swin-T '
+            '1200 MiB (need VVT-S least) PASS') in text
+    rows[-1].fwd_mem_mb = 800
+    assert 'Swin-T 800 MiB (need VVT-S least) FAIL' in '\n'.join(
+        report.target_checks(rows, cli.parse_args([])))
 
 
 def test_deploy_report_gives_speed_ups_over_eager_and_compile_times():

@@ -14,14 +14,16 @@ from pathlib import Path
 import torch
 
 from .deploy import QUICK_ARCH, deploy_suite
+from .highres import HIGHRES_MODELS, highres_suite
 from .measurement import Meter, PeakMemory, Row, pick_clock
+from .official import official_suite
 from .report import plot, summary, write_csv
 from .suites import BACKBONES, attention_suite, backbone_suite, core_suite
 
 __all__ = ['SUITES', 'parse_args', 'main']
 
 SUITES = {'core': core_suite, 'attention': attention_suite, 'backbone': backbone_suite,
-          'deploy': deploy_suite}
+          'official': official_suite, 'highres': highres_suite, 'deploy': deploy_suite}
 # Measured on the 2-core CI machine kind: inductor's C++ compile of the tiny
 # --quick VVT alone took ~100 s of wall time.
 QUICK_BACKEND_REASON = ("--quick: torch.compile backend 'aot_eager' (dynamo + AOTAutograd, no "
@@ -82,6 +84,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--others-max-size', type=int, default=512)
     p.add_argument('--backbones', nargs='+', default=None,
                    help=f'subset of {list(BACKBONES)} (default: all)')
+    p.add_argument('--official-sizes', type=int, nargs='+', default=[512, 1024],
+                   help='image sides of the official suite (VVT-S vs the official '
+                   'structure, and its share of the GEMM rate)')
+    p.add_argument('--official-batch', type=int, default=1)
+    p.add_argument('--official-budget-s', type=float, default=60.0,
+                   help='official suite: stop adding timing rounds after this many seconds '
+                   'per size (at least one timed round)')
+    p.add_argument('--highres-size', type=int, nargs=2, default=[1024, 2048],
+                   metavar=('H', 'W'), help='input of the high-resolution backbone suite '
+                   '(Cityscapes whole image)')
+    p.add_argument('--highres-batch', type=int, default=1)
+    p.add_argument('--highres-models', nargs='+', default=None,
+                   help=f'subset of {list(HIGHRES_MODELS)} (default: all)')
     p.add_argument('--deploy-size', type=int, default=224,
                    help='image side of the deploy suite (VVT-S: export, compile, timing)')
     p.add_argument('--deploy-batch', type=int, default=1)
@@ -90,12 +105,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    'aot_eager with --quick)')
     args = p.parse_args(argv)
     args.deploy_arch, args.deploy_label, args.deploy_reason = 'small', 'VVT-S', ''
+    args.official_arch, args.official_label = 'small', 'VVT-S'
     if args.quick:
         args.core_sizes, args.attn_sizes, args.backbone_sizes = [8], [32], [64]
         args.backbones = args.backbones or ['VVT-S', 'PVTv2-b2', 'Swin-T']
         args.repeats, args.max_quadratic_tokens = 0, 4096
         args.deploy_arch, args.deploy_label = QUICK_ARCH, 'tiny VVT (dict arch)'
         args.deploy_size = 64
+        args.official_arch, args.official_label = QUICK_ARCH, 'tiny VVT (dict arch)'
+        args.official_sizes, args.highres_size = [64], [64, 128]
         if args.compile_backend is None:
             args.compile_backend, args.deploy_reason = 'aot_eager', QUICK_BACKEND_REASON
     args.compile_backend = args.compile_backend or 'inductor'

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from .deploy import EAGER, ONNXRUNTIME, compiled_name
 from .measurement import Row
+from .official import GEMM_RATE, MAC_CONVENTION, OFFICIAL, OURS
 from .suites import GEMM_FLOOR
 
 __all__ = ['fmt', 'ratio', 'table', 'comparison', 'fit_line', 'target_checks', 'faster',
-           'deploy_report', 'summary', 'write_csv', 'plot']
+           'deploy_report', 'official_report', 'highres_report', 'summary', 'write_csv',
+           'plot']
 
 
 def fmt(x: float | None, unit: str = '') -> str:
@@ -88,10 +90,6 @@ def target_checks(rows: list[Row], args: argparse.Namespace) -> list[str]:
     """
     idx = index(rows)
     lines = []
-
-    def verdict(ok: bool) -> str:
-        return 'PASS' if ok else 'FAIL'
-
     for side, need_t, need_m in [(128, 3.0, 1 / 3), (256, 4.0, None)]:
         ours, ref = idx.get(('core', 'ours(torch)', side)), idx.get(('core', 'reference', side))
         if ours and ref:
@@ -100,8 +98,12 @@ def target_checks(rows: list[Row], args: argparse.Namespace) -> list[str]:
                     f'(need >= {need_t}) {verdict(sp >= need_t)}')
             floor = idx.get(('core', GEMM_FLOOR, side))
             if floor:
+                bound = ratio(ref.fwd_bwd_ms, floor.fwd_bwd_ms)
                 line += (f' [its 12 GEMMs alone: {floor.fwd_bwd_ms:.1f} ms, so at most '
-                         f'{ratio(ref.fwd_bwd_ms, floor.fwd_bwd_ms):.2f}x on this BLAS]')
+                         f'{bound:.2f}x on this BLAS]')
+                share = ratio(sp, bound)
+                lines.append(f'core {side}x{side} tokens fwd+bwd speed-up / GEMM-floor '
+                             f'speed-up: {share:.2f} (need >= 0.9) {verdict(share >= 0.9)}')
             if need_m:
                 mr = ratio(ours.train_mem_mb, ref.train_mem_mb)
                 line += (f'; peak memory ours/reference: {mr:.3f} (need <= {need_m:.3f}) '
@@ -139,7 +141,112 @@ def target_checks(rows: list[Row], args: argparse.Namespace) -> list[str]:
             a, b = getattr(vvt, key), getattr(pvt, key)
             lines.append(f'{label} peak memory at {biggest}^2: VVT-S {a:.0f} MiB vs PVTv2-b2 '
                          f'{b:.0f} MiB (need VVT-S below) {verdict(a < b)}')
+    lines += official_checks(rows)
+    lines += highres_checks(rows)
     return lines
+
+
+def official_checks(rows: list[Row]) -> list[str]:
+    """Ours vs the official structure (eager) and VVT-S forward vs the GEMM rate."""
+    idx = index(rows)
+    lines = []
+    gemm = next((r for r in rows if r.name == GEMM_RATE), None)
+    for size in sorted({r.size for r in rows if r.suite == 'official'}):
+        ours, off = idx.get(('official', OURS, size)), idx.get(('official', OFFICIAL, size))
+        if not (ours and off):
+            continue
+        what = f'{ours.note} at {size}^2' if ours.note else f'{size}^2'
+        fwd, both = ratio(off.fwd_ms, ours.fwd_ms), ratio(off.fwd_bwd_ms, ours.fwd_bwd_ms)
+        lines.append(f'{what} vs the official structure, eager: forward {fwd:.2f}x '
+                     f'(need >= 1.5) {verdict(fwd >= 1.5)}; forward+backward {both:.2f}x '
+                     f'(need >= 2.2) {verdict(both >= 2.2)}')
+        if gemm:
+            macs = ours.extra.get('macs', float('nan'))
+            rate = gemm.extra['macs_per_s']
+            for row, label in ((ours, 'ours'), (off, 'official structure')):
+                achieved = macs / (row.fwd_ms / 1e3)
+                frac = achieved / rate
+                line = (f'{what} forward ({label}, eager): {macs / 1e9:.1f} G multiply-adds '
+                        f'in {row.fwd_ms:.0f} ms = {achieved / 1e9:.1f} G multiply-adds/s = '
+                        f'{frac:.2f} of the GEMM rate')
+                if row is ours:
+                    line += f' (need >= 0.7) {verdict(frac >= 0.7)}'
+                lines.append(line)
+    return lines
+
+
+def highres_checks(rows: list[Row]) -> list[str]:
+    """VVT-S needs the least inference memory at the high-resolution size."""
+    idx = index(rows)
+    lines = []
+    for size in sorted({r.size for r in rows if r.suite == 'highres'}):
+        mem = {n: idx[('highres', n, size)].fwd_mem_mb for n in ('VVT-S', 'PVTv2-b2', 'Swin-T')
+               if ('highres', n, size) in idx}
+        if 'VVT-S' not in mem or len(mem) < 2 or any(math.isnan(m) for m in mem.values()):
+            continue
+        others = {n: m for n, m in mem.items() if n != 'VVT-S'}
+        ok = all(mem['VVT-S'] < m for m in others.values())
+        note = idx[('highres', 'VVT-S', size)].note.split(';')[0]
+        lines.append(f'inference peak memory at {note}: VVT-S {mem["VVT-S"]:.0f} MiB vs '
+                     + ', '.join(f'{n} {m:.0f} MiB' for n, m in others.items())
+                     + f' (need VVT-S least) {verdict(ok)}')
+    return lines
+
+
+def verdict(ok: bool) -> str:
+    return 'PASS' if ok else 'FAIL'
+
+
+def official_report(rows: list[Row], args: argparse.Namespace) -> str:
+    """Ours vs the official structure at each size, and the machine's GEMM rate."""
+    official = [r for r in rows if r.suite == 'official']
+    gemm = next((r for r in rows if r.name == GEMM_RATE), None)
+    if not official:
+        return ''
+    idx = index(rows)
+    header = ['image px', 'name', 'fwd ms', 'fwd+bwd ms', 'fwd x', 'fwd+bwd x',
+              'fwd G MAC/s', 'of GEMM rate']
+    lines = []
+    for r in official:
+        off = idx.get(('official', OFFICIAL, r.size))
+        rate = r.extra.get('macs', float('nan')) / (r.fwd_ms / 1e3)
+        lines.append([str(r.size), r.name, fmt(r.fwd_ms), fmt(r.fwd_bwd_ms),
+                      fmt(ratio(off.fwd_ms, r.fwd_ms)) if off else '-',
+                      fmt(ratio(off.fwd_bwd_ms, r.fwd_bwd_ms)) if off else '-',
+                      fmt(rate / 1e9),
+                      fmt(ratio(rate, gemm.extra['macs_per_s'])) if gemm else '-'])
+    title = (f'OFFICIAL STRUCTURE: {official[0].note or "VVT-S"}, batch {official[0].batch}, '
+             f'eager, same weights, timed in turn  (x = official-structure time / this '
+             f'time; >1: faster than the official model)')
+    out = [table(title, header, lines)]
+    if gemm:
+        out.append(f'machine GEMM rate: {gemm.extra["macs_per_s"] / 1e9:.1f} G multiply-adds/s '
+                   f'({gemm.name} matmul in {gemm.fwd_ms:.1f} ms; {gemm.note})')
+    out.append(f'G MAC/s = VVT-S forward {MAC_CONVENTION}, per second of eager forward '
+               f'(the same count for both models)')
+    return '\n'.join(out)
+
+
+def highres_report(rows: list[Row], args: argparse.Namespace) -> str:
+    """Time and peak memory of the backbones at the high-resolution size."""
+    high = [r for r in rows if r.suite == 'highres']
+    if not high:
+        return ''
+    idx = index(rows)
+    header = ['input', 'name', 'infer ms', 'train ms', 'infer MiB', 'train MiB',
+              'infer mem x', 'train mem x', 'note']
+    lines = []
+    for r in high:
+        base = idx.get(('highres', 'VVT-S', r.size))
+        lines.append([r.note.split(';')[0], r.name, fmt(r.fwd_ms), fmt(r.fwd_bwd_ms),
+                      fmt(r.fwd_mem_mb), fmt(r.train_mem_mb),
+                      fmt(ratio(r.fwd_mem_mb, base.fwd_mem_mb)) if base else '-',
+                      fmt(ratio(r.train_mem_mb, base.train_mem_mb)) if base else '-',
+                      '; '.join(r.note.split('; ')[1:])])
+    title = (f'HIGH RESOLUTION BACKBONES: batch {high[0].batch}  (infer: no grad; train: '
+             f'forward+backward; one timed call each after a warm-up at a quarter side; '
+             f'x = memory relative to VVT-S; with_cp changes training only)')
+    return table(title, header, lines)
 
 
 def faster(speed_up: float) -> str:
@@ -203,6 +310,10 @@ def summary(rows: list[Row], args: argparse.Namespace, env: str) -> str:
     if 'backbone' in args.suites:
         parts.append(comparison(rows, 'backbone', 'VVT-S',
                                 f'BACKBONES: batch={args.backbone_batch}', 'image px'))
+    if 'official' in args.suites:
+        parts.append(official_report(rows, args))
+    if 'highres' in args.suites:
+        parts.append(highres_report(rows, args))
     if 'deploy' in args.suites:
         parts.append(deploy_report(rows, args))
     checks = target_checks(rows, args) or ['(no target applies to the suites and sizes run)']

@@ -212,25 +212,41 @@ def backbone_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -
                 continue
             if name in ('VVT-S', 'VVT-S(reference)'):
                 row.extra['core_share'] = attention_core_share(model, img, meter)
-            if meter.device.type == 'cpu' and args.backbone_memory == 'subprocess':
+            if (meter.device.type == 'cpu' and args.backbone_memory == 'subprocess' and
+                    not args.quick):
                 progress(f'backbone {name} @ {size}px: memory in a fresh process')
-                memory_in_fresh_process(row, args)
+                memory_in_fresh_process([row], args)
         del model
+    measured = [r for r in rows if not r.note]
+    if (measured and args.quick and not args.memory_only and meter.device.type == 'cpu' and
+            args.backbone_memory == 'subprocess'):
+        # One child for every case: interpreter start-up and imports cost ~5 s
+        # per child on 2 cores, most of a --quick run.
+        progress('backbones: memory in one fresh process')
+        memory_in_fresh_process(measured, args)
     return rows
 
 
-def memory_in_fresh_process(row: Row, args: argparse.Namespace) -> None:
-    """Replace ``row``'s in-process memory readings by a fresh, pinned process's."""
-    cli_args = ['--device', 'cpu', '--suites', 'backbone', '--backbones', row.name,
-                '--full-sweep', row.name, '--backbone-sizes', str(row.size),
-                '--backbone-batch', str(row.batch), '--threads', str(args.threads)]
+def memory_in_fresh_process(rows: list[Row], args: argparse.Namespace) -> None:
+    """Replace ``rows``' in-process memory readings by a fresh, pinned process's."""
+    names = list(dict.fromkeys(r.name for r in rows))
+    sizes = sorted({r.size for r in rows})
+    cli_args = ['--device', 'cpu', '--suites', 'backbone', '--backbones', *names,
+                '--full-sweep', *names, '--backbone-sizes', *map(str, sizes),
+                '--backbone-batch', str(rows[0].batch), '--threads', str(args.threads)]
     try:
-        child = fresh_process_memory(cli_args)[0]
-    except (subprocess.SubprocessError, ValueError, IndexError) as err:
-        row.note = f'memory: in-process (fresh process failed: {type(err).__name__})'
+        children = {(c['name'], c['size']): c for c in fresh_process_memory(cli_args)}
+    except (subprocess.SubprocessError, ValueError) as err:
+        for row in rows:
+            row.note = f'memory: in-process (fresh process failed: {type(err).__name__})'
         return
-    row.fwd_mem_mb, row.train_mem_mb = child['fwd_mem_mb'], child['train_mem_mb']
-    row.note = 'memory: fresh process'
+    for row in rows:
+        child = children.get((row.name, row.size))
+        if child is None:
+            row.note = 'memory: in-process (the fresh process skipped this case)'
+            continue
+        row.fwd_mem_mb, row.train_mem_mb = child['fwd_mem_mb'], child['train_mem_mb']
+        row.note = 'memory: fresh process'
 
 
 def warm_up_process(build: Callable[[], nn.Module], size: int, batch: int,

@@ -7,8 +7,8 @@ the official formulation inside ours, and large enough for the separable one).
 import pytest
 import torch
 
+from vvt_mm.benchmark.official_structure_vvt import OfficialStructureVVT, official_structure_pair
 from vvt_mm.testing import to_official
-from vvt_mm.testing.official_structure_vvt import OfficialStructureVVT, official_structure_pair
 
 TINY = dict(embed_dims=[16, 32, 32, 64], num_heads=[1, 1, 2, 2], depths=[1, 2, 1, 1],
             mlp_ratios=[2, 2, 2, 2])

@@ -17,7 +17,7 @@ weights. This module re-implements that structure from the published facts
 * the official ``abs_clamp`` as the plain expression ``sign(t) * clamp(|t|)``
   (autograd saves its inputs) at the six official points.
 
-It is a test and benchmark fixture, not a supported model: no ``init_cfg``,
+It is the benchmark's baseline (and a test fixture), not a supported model: no ``init_cfg``,
 no registry entry.
 """
 from __future__ import annotations

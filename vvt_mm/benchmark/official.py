@@ -1,0 +1,124 @@
+"""VVT-S against the official model's structure, and against the machine's GEMM rate.
+
+* ``official``: our VVT-S and :class:`~vvt_mm.benchmark.official_structure_vvt.
+  OfficialStructureVVT` (the official ``classification/vvt.py`` layout and
+  ops, re-implemented) with the same weights, forward (no grad) and
+  forward+backward in eager mode, timed in turn in one loop so load from other
+  processes falls on both alike.
+* the machine's large-GEMM rate: a ``1024 x 1024 x 1024`` fp32 matmul at the
+  run's thread count, best of several, in multiply-adds per second; measured
+  before and after the models (best of both), so drift shows up on neither side.
+* VVT-S forward's share of that rate: its multiply-adds counted in
+  ``tools/analysis/get_flops.py``'s convention (mmengine's ``FlopAnalyzer``,
+  fvcore: one multiply-add = one FLOP, element-wise ops uncounted, attention
+  in the paper's ``N x 4d`` formulation) over its eager forward time.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn as nn
+
+from .measurement import Meter, Row, forward_backward
+from .suites import Progress
+
+__all__ = ['OURS', 'OFFICIAL', 'GEMM_RATE', 'MAC_CONVENTION', 'gemm_rate_row',
+           'forward_macs', 'official_suite']
+
+OURS, OFFICIAL = 'VVT-S(ours)', 'VVT-S(official structure)'
+GEMM_RATE = 'GEMM 1024^3 fp32'
+MAC_CONVENTION = ("multiply-adds as tools/analysis/get_flops.py counts them (fvcore via "
+                  "mmengine's FlopAnalyzer: 1 multiply-add = 1 FLOP; convs, linears, "
+                  "matmuls, norms; element-wise ops not counted; attention in the paper's "
+                  "N x 4d formulation)")
+
+
+def gemm_rate_row(meter: Meter, side: int = 1024, tries: int = 8) -> Row:
+    """Best time of one ``side^3`` fp32 matmul; ``extra['macs_per_s']`` its rate."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(side, side, generator=gen).to(meter.device) for _ in range(2))
+    out = torch.empty(side, side, device=meter.device)
+    torch.matmul(a, b, out=out)  # BLAS set-up
+    best = min(meter.timed(partial(torch.matmul, a, b, out=out)) for _ in range(tries))
+    row = Row('machine', GEMM_RATE, side, 0, 1, fwd_ms=best,
+              note=f'{torch.get_num_threads()} thread(s), best of {tries}')
+    row.extra['macs_per_s'] = side**3 / (best / 1e3)
+    return row
+
+
+def forward_macs(arch: str | dict, size: int) -> int:
+    """Multiply-adds of one ``size x size`` VVT forward in get_flops' convention."""
+    from mmengine.analysis import FlopAnalyzer
+
+    from vvt_mm.models.backbones.vvt import VVT
+    model = VVT(arch, attn_cfg=dict(type='vicinity', impl='reference')).eval()
+    analyzer = FlopAnalyzer(model, (torch.zeros(1, 3, size, size), ))
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    with torch.no_grad():
+        return int(analyzer.total())
+
+
+def _interleaved(fns: dict[str, Callable[[], object]], meter: Meter, budget_s: float,
+                 max_rounds: int) -> dict[str, float]:
+    """Best ms of each call over rounds that run every call once (one warm-up round).
+
+    Rounds continue up to ``max_rounds`` while the time spent stays under
+    ``budget_s``; at least one timed round runs.
+    """
+    spent = sum(meter.timed(fn) for fn in fns.values()) / 1e3
+    best = dict.fromkeys(fns, math.inf)
+    for i in range(max(max_rounds, 1)):
+        if i and spent > budget_s:
+            break
+        for name, fn in fns.items():
+            took = meter.timed(fn)
+            best[name] = min(best[name], took)
+            spent += took / 1e3
+    return best
+
+
+def official_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -> list[Row]:
+    """Ours vs the official structure (eager, fwd and fwd+bwd) and the GEMM-rate share."""
+    from vvt_mm.benchmark.official_structure_vvt import official_structure_pair
+    progress('machine: 1024^3 fp32 GEMM rate')
+    gemm = gemm_rate_row(meter)
+    rows: list[Row] = []
+    for size in args.official_sizes:
+        progress(f'official: building VVT-S pair, counting multiply-adds @ {size}px')
+        macs = forward_macs(args.official_arch, size)
+        ours, official = official_structure_pair(args.official_arch, seed=0)
+        ours, official = ours.to(meter.device).train(), official.to(meter.device).train()
+        img = torch.randn(args.official_batch, 3, size, size,
+                          generator=torch.Generator().manual_seed(0)).to(meter.device)
+        models = {OURS: ours, OFFICIAL: official}
+        calls: dict[str, Callable[[], object]] = {}
+        for name, model in models.items():
+            def fwd(model: nn.Module = model, img: torch.Tensor = img) -> None:
+                with torch.no_grad():
+                    model(img)
+
+            def fwd_bwd(model: nn.Module = model, img: torch.Tensor = img) -> None:
+                model.zero_grad(set_to_none=True)
+                forward_backward(partial(model, img))
+
+            calls[f'{name} fwd'], calls[f'{name} fwd_bwd'] = fwd, fwd_bwd
+        progress(f'official: ours vs official structure @ {size}px (eager, in turn)')
+        best = _interleaved(calls, meter, args.official_budget_s, max(args.repeats, 1) + 1)
+        for name, model in models.items():
+            row = Row('official', name, size, (size // 4)**2, args.official_batch,
+                      fwd_ms=best[f'{name} fwd'], fwd_bwd_ms=best[f'{name} fwd_bwd'],
+                      note=args.official_label)
+            row.extra['macs'] = macs * args.official_batch
+            rows.append(row)
+            model.zero_grad(set_to_none=True)
+        del ours, official, models, calls
+    progress('machine: 1024^3 fp32 GEMM rate again')
+    again = gemm_rate_row(meter)
+    if again.fwd_ms < gemm.fwd_ms:
+        gemm = again
+    gemm.note += ', before and after the models'
+    return [gemm, *rows]
