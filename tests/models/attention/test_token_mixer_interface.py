@@ -28,6 +28,15 @@ MIXERS = {
            (c // 4 * c + c)),
     'vicinity_no_locality': (dict(), vicinity_params),
     'vicinity': (dict(), vicinity_params),
+    # LVT: per head a 9x9 attention from C channels, 9 position value maps, proj.
+    'csa': (dict(), lambda c: (c * 81 * HEADS + 81 * HEADS) + 9 * c * c + (c * c + c)),
+    # q and kv without bias, proj, a 2x2 reduction conv + LN, one shared 3x3 dw kernel.
+    'rasa': (dict(sr_ratio=2), lambda c: 3 * c * c + (c * c + c) + (4 * c * c + c) + 2 * c +
+             9 * c),
+    # ViTAEv2: offset and scale predictors (2 per head), qkv and proj 1x1 convs, a
+    # (2 * 3 - 1)^2 relative position bias table per head.
+    'vsa': (dict(window_size=3), lambda c: 2 * (c * 2 * HEADS + 2 * HEADS) + (3 * c * c + 3 * c) +
+            (c * c + c) + 25 * HEADS),
 }
 
 

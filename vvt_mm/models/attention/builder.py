@@ -73,13 +73,40 @@ def takes_option(cls: type, option: str) -> bool:
 
 
 def mixers_taking(option: str) -> list[str]:
-    """Short names of the registered token mixers that accept ``option``."""
-    return sorted(_short_name(aliases) for aliases in attention_names().values()
-                  if takes_option(ATTENTIONS.module_dict[aliases[0]], option))
+    """Short names of the registered token mixers that accept ``option``.
+
+    The interchangeable mixers of :mod:`vvt_mm.models.attention` come first,
+    then those written for one backbone (LVT's, ViTAEv2's), each group by name.
+    """
+    def order(name: str) -> tuple[bool, str]:
+        module = ATTENTIONS.module_dict[name].__module__
+        return not module.startswith(__name__.rpartition('.')[0]), name
+
+    return sorted((_short_name(aliases) for aliases in attention_names().values()
+                   if takes_option(ATTENTIONS.module_dict[aliases[0]], option)), key=order)
 
 
-def build_attention(cfg: dict, **default_args) -> nn.Module:
+def takes_extra_tokens(mixer: nn.Module) -> bool:
+    """Whether ``mixer`` mixes tokens beyond its ``H x W`` grid (e.g. a class token).
+
+    Mixers that use the token positions (vicinity, linformer, a key/value
+    reduction, windows, convolutions) need exactly the ``H * W`` grid tokens;
+    those that only see a set of tokens (softmax, performer, ...) say
+    ``takes_extra_tokens = True``. A mixer that does not say is taken to need
+    the grid.
+    """
+    return bool(getattr(mixer, 'takes_extra_tokens', False))
+
+
+def build_attention(cfg: dict, optional: dict | None = None, **default_args) -> nn.Module:
     """``ATTENTIONS.build(cfg, default_args)`` with errors that name the fix.
+
+    Every token mixer is called as ``mixer(tokens, hw_shape)`` on ``(B, N, C)``
+    tokens laid out row-major on ``hw_shape`` and returns ``(B, N, C)``; it is
+    built from ``embed_dims`` and ``num_heads`` (what every mixer shares) plus
+    its own options from ``cfg``. ``optional`` holds defaults a block offers
+    (e.g. a stage's ``sr_ratio``): each goes to the mixer only if it takes it,
+    and ``cfg`` wins over it.
 
     A mixer given an option it lacks would fail with Python's bare
     ``unexpected keyword argument``; we name the mixer, the option and the
@@ -95,6 +122,9 @@ def build_attention(cfg: dict, **default_args) -> nn.Module:
     attn_type = args.pop('type')
     for key, value in default_args.items():
         args.setdefault(key, value)
+    for key, value in (optional or {}).items():
+        if takes_option(cls, key):
+            args.setdefault(key, value)
     name = attn_type if isinstance(attn_type, str) else cls.__name__
     for key in args:
         if not takes_option(cls, key):

@@ -33,6 +33,9 @@ class GlobalContextAttention(BaseModule):
         init_cfg: mmengine init config.
     """
 
+    # Positions play no part, so class tokens may join the grid tokens.
+    takes_extra_tokens = True
+
     def __init__(self,
                  embed_dims: int,
                  num_heads: int = 1,

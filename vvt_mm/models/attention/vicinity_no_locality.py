@@ -53,6 +53,11 @@ class VicinityNoLocalityAttention(VicinityAttention):
     implementation of the plain core).
     """
 
+    @property
+    def takes_extra_tokens(self) -> bool:
+        """Positions enter only through a key/value reduction."""
+        return self.sr_ratio == 1
+
     def attention_core(self, q: Tensor, k: Tensor, v: Tensor, q_hw: tuple[int, int],
                        kv_hw: tuple[int, int]) -> Tensor:
         """The similarity without positions; grids are only for the interface."""

@@ -16,7 +16,7 @@ from torch import Tensor
 from vvt_mm.checkpoint.localvit_keys import convert_localvit, is_official_localvit
 from vvt_mm.registry import MODELS
 
-from ..attention.builder import build_attention
+from ..attention.builder import attention_class, build_attention, takes_extra_tokens
 from ..layers.locality_ffn import LocalityFFN
 from ..layers.strided_patch_embed import StridedPatchEmbed
 from ..layers.token_grid import nchw_to_nlc, nlc_to_nchw
@@ -54,7 +54,9 @@ class LocalViTBlock(BaseModule):
         embed_dims: token channels.
         num_heads: attention heads.
         mlp_ratio: FFN hidden channels / ``embed_dims``.
-        attn_cfg: token mixer (``softmax`` for DeiT, ``spatial_reduction`` for PVT).
+        attn_cfg: token mixer (``softmax`` for DeiT, ``spatial_reduction`` for PVT);
+            it sees the extra tokens too, so with ``num_extra_tokens`` it must
+            take them (:func:`~vvt_mm.models.attention.builder.takes_extra_tokens`).
         channel_attn: ``'se'``, ``'eca'``, ``'eca_hsigmoid'`` or ``None`` in the FFN.
         se_reduction: SE bottleneck is ``hidden // se_reduction`` channels.
         ffn_act_cfg: activation inside the FFN (h-swish).
@@ -120,6 +122,13 @@ class LocalViT(StagedBackbone):
     zero-padded at the bottom/right to multiples of the patch size, so any
     ``H x W`` works (the official code needs exactly 224x224).
 
+    The token mixer is DeiT's softmax attention by default and any registered
+    one through ``attn_cfg`` (e.g. ``dict(type='vicinity')``). A mixer that uses
+    token positions (vicinity, linformer, a key/value reduction, CSA/RASA,
+    VSA) mixes exactly the ``H x W`` grid, so with it the model has no class
+    token (``with_cls_token`` defaults to whether the mixer takes one) and
+    returns feature maps only.
+
     Args:
         arch: ``'tiny'`` (``'t'``), ``'tiny-se4'`` (``'t-se4'``), ``'small'``
             (``'s'``), ``'tiny-relu6'`` (the paper's ReLU6, mlp 6, no SE
@@ -132,6 +141,10 @@ class LocalViT(StagedBackbone):
         out_indices: block indices whose outputs are returned (``-1``: last).
         out_type: ``'featmap'`` (NCHW maps) or ``'cls_token'`` (``(B, C)``
             class tokens, for image classification).
+        attn_cfg: token mixer of every block (official:
+            ``dict(type='softmax', qkv_bias=True)``); mixer options go here.
+        with_cls_token: prepend the class token; ``None``: if the mixer takes
+            extra tokens (the official softmax does).
         final_norm: apply the final LayerNorm to the last block's output.
         interpolate_mode: position-embedding resize mode.
         drop_path_rate: stochastic depth, linearly increasing over blocks.
@@ -158,6 +171,7 @@ class LocalViT(StagedBackbone):
                            channel_attn=None, ffn_act_cfg=dict(type='ReLU6')),
     }
     essential_keys = {'embed_dims', 'num_heads', 'depth', 'mlp_ratio'}
+    # The class token (1 with it, 0 without; set per model).
     num_extra_tokens = 1
 
     def __init__(self,
@@ -167,6 +181,8 @@ class LocalViT(StagedBackbone):
                  in_channels: int = 3,
                  out_indices: int | Sequence[int] = -1,
                  out_type: str = 'featmap',
+                 attn_cfg: dict | None = None,
+                 with_cls_token: bool | None = None,
                  final_norm: bool = True,
                  interpolate_mode: str = 'bicubic',
                  drop_path_rate: float = 0.1,
@@ -192,28 +208,59 @@ class LocalViT(StagedBackbone):
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.pos_grid = (img_size[0] // patch_size, img_size[1] // patch_size)
 
+        if attn_cfg is None:
+            attn_cfg = dict(type='softmax', qkv_bias=True)
+        attention_class(attn_cfg)  # a wrong type fails before anything is built
+
         self.patch_embed = StridedPatchEmbed(in_channels, self.embed_dims, patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
-        self.pos_embed = nn.Parameter(
-            torch.zeros(1, self.num_extra_tokens + self.pos_grid[0] * self.pos_grid[1],
-                        self.embed_dims))
         drop_paths = torch.linspace(0, drop_path_rate, self.depth).tolist()
-        self.blocks = ModuleList([
+        # Built before the (zero-initialised) embeddings, which draw no random
+        # numbers, so the random init is the one of the official order.
+        blocks = ModuleList([
             LocalViTBlock(
-                self.embed_dims, arch['num_heads'], arch['mlp_ratio'],
-                attn_cfg=dict(type='softmax', qkv_bias=True),
+                self.embed_dims, arch['num_heads'], arch['mlp_ratio'], attn_cfg=attn_cfg,
                 channel_attn=arch.get('channel_attn', 'se'),
                 se_reduction=arch.get('se_reduction', 4),
                 ffn_act_cfg=arch.get('ffn_act_cfg'), ffn_norm_cfg=ffn_norm_cfg,
                 drop_path=drop_paths[i], with_cp=with_cp) for i in range(self.depth)
         ])
+        self.with_cls_token = self._check_cls_token(with_cls_token, blocks[0].attn, attn_cfg)
+        self.num_extra_tokens = int(self.with_cls_token)
+        if self.with_cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_extra_tokens + self.pos_grid[0] * self.pos_grid[1],
+                        self.embed_dims))
+        self.blocks = blocks
         if final_norm:
             self.norm = build_norm_layer(dict(type='LN', eps=1e-6), self.embed_dims)[1]
+
+    def _check_cls_token(self, with_cls_token: bool | None, mixer: nn.Module,
+                         attn_cfg: dict) -> bool:
+        """Whether the model has a class token, refusing what the mixer cannot mix."""
+        owner = type(self).__name__
+        takes_it = takes_extra_tokens(mixer)
+        if with_cls_token is None:
+            with_cls_token = takes_it
+        what = f"attn_cfg type {attn_cfg['type']!r} ({type(mixer).__name__})"
+        if with_cls_token and not takes_it:
+            raise ValueError(
+                f'{owner}: {what} mixes only the H x W grid tokens (it uses their '
+                'positions), so it cannot mix a class token: pass with_cls_token=False '
+                "(feature maps), or a mixer without positions such as dict(type='softmax')")
+        if self.out_type == 'cls_token' and not with_cls_token:
+            raise ValueError(
+                f"{owner}: out_type='cls_token' needs the class token, which this model "
+                f"lacks (with_cls_token=False, or {what} cannot mix one); use "
+                "out_type='featmap', or a mixer without positions such as "
+                "dict(type='softmax')")
+        return bool(with_cls_token)
 
     def default_init(self) -> None:
         """timm ViT init (trunc-normal linears and embeddings)."""
         nn.init.trunc_normal_(self.pos_embed, std=.02)
-        nn.init.trunc_normal_(self.cls_token, std=.02)
+        if self.with_cls_token:
+            nn.init.trunc_normal_(self.cls_token, std=.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_init(m, std=.02, bias=0.)
@@ -226,7 +273,9 @@ class LocalViT(StagedBackbone):
         tokens, hw_shape = self.patch_embed(x)
         pos = resize_pos_embed(self.pos_embed, self.pos_grid, hw_shape,
                                self.num_extra_tokens, self.interpolate_mode)
-        tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1) + pos
+        if self.with_cls_token:
+            tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1)
+        tokens = tokens + pos
         outs = []
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, hw_shape, self.num_extra_tokens)

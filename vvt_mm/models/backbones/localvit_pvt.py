@@ -13,6 +13,7 @@ from torch import Tensor
 from vvt_mm.checkpoint.localvit_keys import convert_localvit_pvt, is_official_localvit_pvt
 from vvt_mm.registry import MODELS
 
+from ..attention.builder import attention_class, takes_extra_tokens, takes_option
 from ..layers.strided_patch_embed import StridedPatchEmbed
 from ..layers.token_grid import nlc_to_nchw
 from .base import StagedBackbone
@@ -28,7 +29,9 @@ class LocalViTPVTStage(BaseModule):
         embed_dims: token channels.
         patch_size: patchify stride (4 in stage 1, then 2).
         pos_grid: grid of the stored position embeddings (the pretraining size).
-        depth, num_heads, mlp_ratio, sr_ratio: PVT stage hyper-parameters.
+        depth, num_heads, mlp_ratio, sr_ratio: PVT stage hyper-parameters
+            (``sr_ratio`` goes to mixers that take it).
+        attn_cfg: token mixer of the blocks (PVT: ``spatial_reduction``).
         num_extra_tokens: 1 in the last stage (the class token), else 0.
         interpolate_mode: position-embedding resize mode.
         drop_paths: stochastic depth of each block.
@@ -46,6 +49,7 @@ class LocalViTPVTStage(BaseModule):
                  num_heads: int,
                  mlp_ratio: float,
                  sr_ratio: int,
+                 attn_cfg: dict | None = None,
                  num_extra_tokens: int = 0,
                  interpolate_mode: str = 'bilinear',
                  drop_paths: Sequence[float] = (),
@@ -60,16 +64,24 @@ class LocalViTPVTStage(BaseModule):
                                              norm_cfg=dict(type='LN', eps=1e-5))
         self.pos_embed = nn.Parameter(
             torch.zeros(1, num_extra_tokens + pos_grid[0] * pos_grid[1], embed_dims))
+        attn_cfg = dict(attn_cfg or dict(type='spatial_reduction', qkv_bias=True))
+        if takes_option(attention_class(attn_cfg), 'sr_ratio'):
+            attn_cfg.setdefault('sr_ratio', sr_ratio)
         # SE squeezes the hidden width by embed_dims, i.e. to mlp_ratio channels
         # (official `LocalityFeedForward(dim, dim, 1, mlp_ratio, reduction=dim)`).
         self.blocks = ModuleList([
             LocalViTBlock(
-                embed_dims, num_heads, mlp_ratio,
-                attn_cfg=dict(type='spatial_reduction', sr_ratio=sr_ratio, qkv_bias=True),
+                embed_dims, num_heads, mlp_ratio, attn_cfg=attn_cfg,
                 channel_attn='se', se_reduction=embed_dims, ffn_norm_cfg=ffn_norm_cfg,
                 drop_path=drop_paths[j] if drop_paths else 0., with_cp=with_cp)
             for j in range(depth)
         ])
+        if num_extra_tokens and depth and not takes_extra_tokens(self.blocks[0].attn):
+            raise ValueError(
+                f"LocalViTPVT: the last stage carries the class token, which attn_cfg type "
+                f"{attn_cfg['type']!r} ({type(self.blocks[0].attn).__name__}) cannot mix (it "
+                "uses token positions); use a mixer without positions there, such as "
+                "dict(type='spatial_reduction') with sr_ratio 1 or dict(type='softmax')")
 
     def forward(self, x: Tensor, extra: Tensor | None = None
                 ) -> tuple[Tensor, tuple[int, int]]:
@@ -103,6 +115,10 @@ class LocalViTPVT(StagedBackbone):
         out_indices: stages whose outputs are returned.
         out_type: ``'featmap'`` (NCHW maps) or ``'cls_token'`` (the normed class
             token, ``(B, C)``, for the last stage; image classification).
+        attn_cfgs: token mixer of each stage (a list, or one dict for all);
+            official: ``dict(type='spatial_reduction', qkv_bias=True)`` with the
+            arch's ``sr_ratios``, which reach only mixers that take ``sr_ratio``.
+            The last stage's mixer must take the class token.
         interpolate_mode: position-embedding resize mode.
         drop_path_rate: stochastic depth, linearly increasing over blocks.
         ffn_norm_cfg: BatchNorm config of the FFNs (``SyncBN`` for dense tasks).
@@ -128,6 +144,7 @@ class LocalViTPVT(StagedBackbone):
                  in_channels: int = 3,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  out_type: str = 'featmap',
+                 attn_cfgs: dict | Sequence[dict] | None = None,
                  interpolate_mode: str = 'bilinear',
                  drop_path_rate: float = 0.1,
                  ffn_norm_cfg: dict | None = None,
@@ -156,6 +173,11 @@ class LocalViTPVT(StagedBackbone):
         self.frozen_stages = frozen_stages
         self.embed_dims = list(arch['embed_dims'])
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if attn_cfgs is None or isinstance(attn_cfgs, dict):
+            attn_cfgs = [attn_cfgs] * num_stages
+        if len(attn_cfgs) != num_stages:
+            raise ValueError(f'{owner}: attn_cfgs needs one config per stage ({num_stages}), '
+                             f'got {len(attn_cfgs)}')
 
         drop_paths = torch.linspace(0, drop_path_rate, sum(arch['depths'])).tolist()
         self.stages = ModuleList()
@@ -167,7 +189,7 @@ class LocalViTPVT(StagedBackbone):
                 in_channels if i == 0 else self.embed_dims[i - 1], self.embed_dims[i], patch,
                 pos_grid=(img_size[0] // stride, img_size[1] // stride), depth=depth,
                 num_heads=arch['num_heads'][i], mlp_ratio=arch['mlp_ratios'][i],
-                sr_ratio=arch['sr_ratios'][i],
+                sr_ratio=arch['sr_ratios'][i], attn_cfg=attn_cfgs[i],
                 num_extra_tokens=1 if i == num_stages - 1 else 0,
                 interpolate_mode=interpolate_mode,
                 drop_paths=drop_paths[start:start + depth], ffn_norm_cfg=ffn_norm_cfg,

@@ -1,6 +1,7 @@
 """Lite Vision Transformer (LVT), Yang et al., CVPR 2022 (arXiv 2112.10809)."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -13,12 +14,9 @@ from torch import Tensor
 from vvt_mm.checkpoint.lvt_keys import convert_lvt, is_official_lvt
 from vvt_mm.registry import MODELS
 
+from ..attention.builder import attention_class, build_attention
 from ..layers import ConvFFN, OverlapPatchEmbed
-from ..layers.lvt_attention import (
-    AtrousDepthwiseConv,
-    ConvolutionalSelfAttention,
-    RecursiveAtrousSelfAttention,
-)
+from ..layers.lvt_attention import AtrousDepthwiseConv
 from ..layers.pre_norm_block import PreNormBlock
 from ..layers.token_grid import nlc_to_nchw
 from .base import StagedBackbone, pvt_v2_init
@@ -46,9 +44,9 @@ class LVTBlock(PreNormBlock):
         embed_dims: token channels.
         num_heads: attention heads.
         mlp_ratio: FFN hidden channels / ``embed_dims``.
-        mixer: ``'csa'`` or ``'rasa'``.
-        sr_ratio: RASA key/value reduction.
-        rasa_cfg: extra RASA arguments (``atrous_rates``, ``recursions``).
+        attn_cfg: token mixer config for :data:`ATTENTIONS` (``dict(type='csa')``,
+            ``dict(type='rasa', ...)`` or any other mixer).
+        sr_ratio: the stage's key/value reduction, for mixers that take ``sr_ratio``.
         ffn_dwconv: FFN with a depthwise 3x3 conv (stages 2-4) or plain.
         drop_path: stochastic depth.
         with_cp: activation checkpointing.
@@ -59,9 +57,8 @@ class LVTBlock(PreNormBlock):
                  embed_dims: int,
                  num_heads: int,
                  mlp_ratio: float,
-                 mixer: str,
+                 attn_cfg: dict,
                  sr_ratio: int = 1,
-                 rasa_cfg: dict | None = None,
                  ffn_dwconv: bool = True,
                  drop_path: float = 0.,
                  with_cp: bool = False,
@@ -70,13 +67,8 @@ class LVTBlock(PreNormBlock):
         self.with_cp = with_cp
         norm_cfg = dict(type='LN', eps=1e-5)
         self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
-        if mixer == 'csa':
-            self.attn = ConvolutionalSelfAttention(embed_dims, num_heads)
-        elif mixer == 'rasa':
-            self.attn = RecursiveAtrousSelfAttention(embed_dims, num_heads, sr_ratio=sr_ratio,
-                                                     **(rasa_cfg or {}))
-        else:
-            raise ValueError(f"LVT mixer must be 'csa' or 'rasa', got {mixer!r}")
+        self.attn = build_attention(attn_cfg, optional=dict(sr_ratio=sr_ratio),
+                                    embed_dims=embed_dims, num_heads=num_heads)
         self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
         hidden = int(embed_dims * mlp_ratio)
         self.ffn = (ConvFFN(embed_dims, hidden) if ffn_dwconv else
@@ -111,6 +103,13 @@ class LVT(StagedBackbone):
     the CSA fold/unfold and RASA reduction handle any size (the reduction pads),
     so any ``H x W`` input works.
 
+    The published mixers are the arch's ``mixers`` (``'csa'`` ->
+    ``dict(type='csa')``, ``'rasa'`` -> ``dict(type='rasa', **rasa_cfg)``);
+    ``attn_cfgs`` replaces them with any registered token mixers, one config
+    per stage (or one for all). A stage's ``sr_ratios`` entry reaches its
+    mixer only if that mixer takes ``sr_ratio`` (CSA does not: stage 1's 8 is
+    unused, as officially).
+
     Each returned stage map goes through its own LayerNorm (``norm{i}``), as
     the official downstream model (``downstream_norms``); the official
     classifier's final ``norm`` is the same LayerNorm on stage 4, so it loads
@@ -120,7 +119,10 @@ class LVT(StagedBackbone):
         arch: ``'lvt'`` or a dict with ``embed_dims``, ``num_heads``, ``depths``,
             ``mlp_ratios``, ``sr_ratios``, ``mixers`` (optional ``ffn_dwconv``).
         in_channels: image channels.
-        rasa_cfg: RASA settings (``atrous_rates=(1, 3, 5)``, ``recursions=2``).
+        rasa_cfg: RASA settings of the arch's ``'rasa'`` stages
+            (``atrous_rates=(1, 3, 5)``, ``recursions=2``).
+        attn_cfgs: token mixer configs, a list with one per stage or one dict
+            for every stage; ``None`` takes the arch's ``mixers``.
         out_indices: stages whose outputs are returned.
         drop_path_rate: stochastic depth, linearly increasing over blocks.
         with_cp: activation checkpointing of every block.
@@ -145,6 +147,7 @@ class LVT(StagedBackbone):
                  arch: str | dict = 'lvt',
                  in_channels: int = 3,
                  rasa_cfg: dict | None = None,
+                 attn_cfgs: dict | Sequence[dict] | None = None,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  drop_path_rate: float = 0.1,
                  with_cp: bool = False,
@@ -166,7 +169,7 @@ class LVT(StagedBackbone):
         self.out_indices = normalize_out_indices(out_indices, num_stages, owner)
         self.frozen_stages = frozen_stages
         self.embed_dims = list(arch['embed_dims'])
-        rasa_cfg = dict(atrous_rates=(1, 3, 5), recursions=2, **(rasa_cfg or {}))
+        attn_cfgs = self._stage_attn_cfgs(attn_cfgs, rasa_cfg, num_stages)
 
         # The official rate: drop_path_rate * k / (total - 1) for the k-th block.
         total = sum(arch['depths'])
@@ -175,8 +178,8 @@ class LVT(StagedBackbone):
         start = 0
         for i, depth in enumerate(arch['depths']):
             blocks = [dict(num_heads=arch['num_heads'][i], mlp_ratio=arch['mlp_ratios'][i],
-                           mixer=arch['mixers'][i], sr_ratio=arch['sr_ratios'][i],
-                           rasa_cfg=rasa_cfg, ffn_dwconv=arch['ffn_dwconv'][i],
+                           attn_cfg=attn_cfgs[i], sr_ratio=arch['sr_ratios'][i],
+                           ffn_dwconv=arch['ffn_dwconv'][i],
                            drop_path=drop_paths[start + j], with_cp=with_cp)
                       for j in range(depth)]
             self.stages.append(LVTStage(in_channels if i == 0 else self.embed_dims[i - 1],
@@ -186,6 +189,33 @@ class LVT(StagedBackbone):
             self.add_module(f'norm{i}', build_norm_layer(dict(type='LN', eps=1e-5),
                                                          self.embed_dims[i])[1])
         self._freeze_stages()
+
+    def _stage_attn_cfgs(self, attn_cfgs: dict | Sequence[dict] | None,
+                         rasa_cfg: dict | None, num_stages: int) -> list[dict]:
+        """One token mixer config per stage, from ``attn_cfgs`` or the arch's mixers."""
+        owner = type(self).__name__
+        if attn_cfgs is None:
+            rasa = {**dict(type='rasa', atrous_rates=(1, 3, 5), recursions=2), **(rasa_cfg or {})}
+            published = dict(csa=dict(type='csa'), rasa=rasa)
+            for mixer in self.arch['mixers']:
+                if mixer not in published:
+                    raise ValueError(
+                        f"{owner}: arch mixers are 'csa' or 'rasa' (the published mixers), "
+                        f'got {mixer!r}; for another token mixer pass attn_cfgs, e.g. '
+                        f"attn_cfgs=dict(type={mixer!r})")
+            return [copy.deepcopy(published[mixer]) for mixer in self.arch['mixers']]
+        if rasa_cfg is not None:
+            raise ValueError(f'{owner}: rasa_cfg sets up the arch mixers, which attn_cfgs '
+                             "replaces; put RASA options in attn_cfgs (dict(type='rasa', ...))")
+        if isinstance(attn_cfgs, dict):
+            attn_cfgs = [attn_cfgs] * num_stages
+        attn_cfgs = list(attn_cfgs)
+        if len(attn_cfgs) != num_stages:
+            raise ValueError(f'{owner}: attn_cfgs needs one config per stage ({num_stages}), '
+                             f'got {len(attn_cfgs)}')
+        for cfg in attn_cfgs:
+            attention_class(cfg)  # a wrong type fails here, with the valid names
+        return [copy.deepcopy(dict(cfg)) for cfg in attn_cfgs]
 
     def default_init(self) -> None:
         """Official init (trunc-normal linears, fan-out normal convs)."""

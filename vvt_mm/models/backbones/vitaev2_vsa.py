@@ -14,6 +14,7 @@ from torch import Tensor
 from vvt_mm.checkpoint.vitaev2_keys import convert_vitaev2_vsa, is_official_vitaev2_vsa
 from vvt_mm.registry import MODELS
 
+from ..attention.builder import attention_class, mixers_taking, takes_option
 from ..layers.varied_size_window_attention import VariedSizeWindowAttention
 from ..layers.vitaev2_cells import NormalCell, ReductionCell
 from .base import StagedBackbone
@@ -68,13 +69,22 @@ class ViTAEv2VSA(StagedBackbone):
     ...) the computation is the official one. Stochastic depth increases linearly over
     all normal cells (the official schedule restarts per stage by mistake).
 
+    The cells' attention is VSA (``attn_cfg=dict(type='vsa')``); any registered
+    token mixer can take its place (e.g. ``dict(type='vicinity')``). The
+    cells give it ``window_size``, the dropouts and, in reduction cells, the
+    output width where it takes them; a mixer without an output width is
+    followed by a linear map to it in reduction cells.
+
     Args:
         arch: ``'s'|'small'``, ``'48m'`` or ``'b'|'base'``, or a dict with
             ``embed_dims`` (PRM widths), ``token_dims`` (stage widths),
             ``depths``, ``nc_heads``, ``rc_heads``, ``nc_groups``,
             ``rc_groups`` and ``wide_pcm``.
         in_channels: image channels.
-        window_size: VSA window (7 for every official variant).
+        window_size: VSA window (7 for every official variant); also sets the
+            CPE kernel (``window_size // 2 * 2 + 1``).
+        attn_cfg: token mixer of every cell (``dict(type='vsa')``); mixer
+            options go here.
         mlp_ratio: normal-cell MLP/PCM expansion.
         kernel_sizes: PRM kernels per stage.
         dilations: PRM dilations per stage.
@@ -118,6 +128,7 @@ class ViTAEv2VSA(StagedBackbone):
                  arch: str | dict = 'small',
                  in_channels: int = 3,
                  window_size: int = 7,
+                 attn_cfg: dict | None = None,
                  mlp_ratio: float = 4.,
                  kernel_sizes: Sequence[int] = (7, 3, 3, 3),
                  dilations: Sequence[Sequence[int]] = ((1, 2, 3, 4), (1, 2, 3), (1, 2),
@@ -149,6 +160,14 @@ class ViTAEv2VSA(StagedBackbone):
                              f'got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.embed_dims = list(arch['token_dims'])
+        attn_cfg = dict(attn_cfg or dict(type='vsa'))
+        mixer = attention_class(attn_cfg)
+        if attn_drop_rate and not takes_option(mixer, 'attn_drop'):
+            takers = ', '.join(map(repr, mixers_taking('attn_drop')))
+            raise ValueError(f"{owner}: attn_cfg type {attn_cfg['type']!r} ({mixer.__name__}) "
+                             f'takes no attn_drop, but attn_drop_rate={attn_drop_rate} asks '
+                             f'for it; drop attn_drop_rate or use a mixer with attn_drop: '
+                             f'{takers}')
 
         drop_paths = torch.linspace(0, drop_path_rate, sum(arch['depths'])).tolist()
         self.stages = ModuleList()
@@ -159,11 +178,11 @@ class ViTAEv2VSA(StagedBackbone):
                 stride=self.downsample_ratios[i], kernel_size=kernel_sizes[i],
                 dilations=dilations[i], num_heads=arch['rc_heads'][i],
                 groups=arch['rc_groups'][i], wide_pcm=arch['wide_pcm'],
-                window_size=window_size, cpe=cpe, pcm_norm_cfg=pcm_norm_cfg)
+                window_size=window_size, cpe=cpe, attn_cfg=attn_cfg, pcm_norm_cfg=pcm_norm_cfg)
             blocks = [
                 NormalCell(arch['token_dims'][i], arch['nc_heads'][i], mlp_ratio=mlp_ratio,
                            groups=arch['nc_groups'][i], window_size=window_size, cpe=cpe,
-                           drop=drop_rate, attn_drop=attn_drop_rate,
+                           attn_cfg=attn_cfg, drop=drop_rate, attn_drop=attn_drop_rate,
                            drop_path=drop_paths[start + j], pcm_norm_cfg=pcm_norm_cfg)
                 for j in range(depth)
             ]

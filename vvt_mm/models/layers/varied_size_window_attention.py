@@ -10,6 +10,9 @@ and offset the sampled region is the window itself, i.e. plain window attention
 Everything is built per forward on the input's device and dtype, so any
 input size (padded symmetrically up to a multiple of the window, then cropped
 back) and any device work.
+
+Registered as the token mixer ``'vsa'``: called as ``vsa(tokens, hw_shape)``
+like every mixer, or on an NCHW map directly (``vsa(map)``).
 """
 from __future__ import annotations
 
@@ -20,7 +23,10 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, trunc_normal_
 from torch import Tensor
 
+from vvt_mm.registry import ATTENTIONS
+
 from .padding import padded_size
+from .token_grid import nchw_to_nlc, nlc_to_nchw
 
 
 def symmetric_window_padding(h: int, w: int, window_size: int) -> tuple[int, int, int, int]:
@@ -133,22 +139,24 @@ def _crop(t: Tensor, top: int, left: int, h: int, w: int) -> Tensor:
     return t.index_select(2, rows).index_select(3, cols)
 
 
+@ATTENTIONS.register_module(name=['vsa', 'VariedSizeWindowAttention'])
 class VariedSizeWindowAttention(BaseModule):
     """Window attention whose key/value windows are learned per window and head.
 
-    Works on NCHW maps. q, k and v come from a 1x1 conv of the *unpadded* map
+    Works on NCHW maps (:meth:`forward_map`); as a token mixer, on tokens laid
+    out on ``hw_shape``. q, k and v come from a 1x1 conv of the *unpadded* map
     and are zero-padded afterwards (so padded tokens are exact zeros, not the
     conv bias, and are not masked: both as in the official code).
 
     Args:
-        in_dims: input channels.
-        out_dims: output channels (``in_dims`` if ``None``); reduction cells
+        embed_dims: input channels.
+        out_dims: output channels (``embed_dims`` if ``None``); reduction cells
             map the pyramid features to a different width here.
         num_heads: attention heads; each predicts its own window.
         window_size: ``ws`` of the query windows (7 in ViTAEv2-VSA).
         qkv_bias: bias of the q/k/v projection.
         qk_scale: overrides the logit scale. The official default is
-            ``(in_dims // num_heads) ** -0.5`` -- the *input* width per head,
+            ``(embed_dims // num_heads) ** -0.5`` -- the *input* width per head,
             which differs from the q/k head width in reduction cells; kept so
             that official weights reproduce their logits.
         attn_drop: dropout on the attention weights.
@@ -157,7 +165,7 @@ class VariedSizeWindowAttention(BaseModule):
     """
 
     def __init__(self,
-                 in_dims: int,
+                 embed_dims: int,
                  num_heads: int,
                  out_dims: int | None = None,
                  window_size: int = 7,
@@ -167,6 +175,7 @@ class VariedSizeWindowAttention(BaseModule):
                  proj_drop: float = 0.,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        in_dims = embed_dims
         out_dims = out_dims or in_dims
         if out_dims % num_heads:
             raise ValueError(f'out_dims {out_dims} is not divisible by num_heads {num_heads}')
@@ -211,7 +220,14 @@ class VariedSizeWindowAttention(BaseModule):
         bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
         return bias.reshape(n, n, self.num_heads).permute(2, 0, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, hw_shape: tuple[int, int] | None = None) -> Tensor:
+        """Tokens ``(B, H*W, in_dims)`` on ``hw_shape`` -> ``(B, H*W, out_dims)``;
+        without ``hw_shape``, an NCHW map -> NCHW map (:meth:`forward_map`)."""
+        if hw_shape is None:
+            return self.forward_map(x)
+        return nchw_to_nlc(self.forward_map(nlc_to_nchw(x, hw_shape)))
+
+    def forward_map(self, x: Tensor) -> Tensor:
         """``(B, in_dims, H, W)`` -> ``(B, out_dims, H, W)`` for any ``H, W``."""
         if torch.compiler.is_exporting():
             # Cells pass a channels-last view (LayerNorm on permuted maps); for

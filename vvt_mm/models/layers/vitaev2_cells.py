@@ -6,7 +6,9 @@ branch (PCM) side by side; the convolutions carry the locality and scale
 inductive biases that let ViTAE train with less data.
 
 All cells take and return NCHW maps; token-wise parts (LayerNorm, MLP) run on
-the channels-last view of the same tensor.
+the channels-last view of the same tensor. The attention branch is a token
+mixer from ``ATTENTIONS`` (VSA by default, ``attn_cfg`` for any other), called
+on the cell's tokens like every mixer.
 """
 from __future__ import annotations
 
@@ -20,13 +22,26 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
+from ..attention.builder import build_attention, takes_option
 from .padding import pad_to_multiple
-from .varied_size_window_attention import VariedSizeWindowAttention
+from .token_grid import nchw_to_nlc, nlc_to_nchw
+
+# The official attention branch of both cells: Varied-Size Window Attention.
+DEFAULT_ATTN_CFG = dict(type='vsa')
 
 
 def _channels_last(fn: nn.Module, x: Tensor) -> Tensor:
     """Apply a token-wise module (LayerNorm, MLP) to an NCHW map."""
     return fn(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _mix_map(cell: nn.Module, x: Tensor) -> Tensor:
+    """``mixer(norm1(tokens))`` of an NCHW map, back as a map (``attn_out`` if any)."""
+    hw_shape = (x.shape[2], x.shape[3])
+    tokens = cell.attn(cell.norm1(nchw_to_nlc(x)), hw_shape)
+    if cell.attn_out is not None:
+        tokens = cell.attn_out(tokens)
+    return nlc_to_nchw(tokens, hw_shape)
 
 
 def parallel_conv_module(channels: Sequence[int], strides: Sequence[int] = (1, 1, 1),
@@ -128,6 +143,10 @@ class ReductionCell(BaseModule):
         wide_pcm: PCM hidden width ``2 * token_dims`` (48M and B variants).
         window_size: VSA window.
         cpe: depthwise conv position encoding added before the attention.
+        attn_cfg: token mixer (``dict(type='vsa')``); it is given the PRM width
+            and, if it takes them, ``window_size`` and ``out_dims=token_dims``.
+            A mixer without ``out_dims`` keeps the PRM width and a linear
+            ``attn_out`` maps it to ``token_dims``.
         mlp_ratio: MLP hidden width / ``token_dims`` (1 in the official cells).
         drop_path: stochastic depth on the PCM and MLP branches.
         norm_cfg: token norms (LayerNorm eps 1e-5 in reduction cells).
@@ -147,6 +166,7 @@ class ReductionCell(BaseModule):
                  wide_pcm: bool = False,
                  window_size: int = 7,
                  cpe: bool = True,
+                 attn_cfg: dict | None = None,
                  mlp_ratio: float = 1.,
                  drop_path: float = 0.,
                  norm_cfg: dict | None = None,
@@ -161,8 +181,11 @@ class ReductionCell(BaseModule):
         self.cpe = nn.Conv2d(prm_dims, prm_dims, window_size // 2 * 2 + 1,
                              padding=window_size // 2, groups=prm_dims) if cpe else None
         self.norm1 = build_norm_layer(norm_cfg, prm_dims)[1]
-        self.attn = VariedSizeWindowAttention(prm_dims, num_heads, out_dims=token_dims,
-                                              window_size=window_size)
+        self.attn = build_attention(attn_cfg or DEFAULT_ATTN_CFG,
+                                    optional=dict(window_size=window_size, out_dims=token_dims),
+                                    embed_dims=prm_dims, num_heads=num_heads)
+        needs_out = prm_dims != token_dims and not takes_option(type(self.attn), 'out_dims')
+        self.attn_out = nn.Linear(prm_dims, token_dims) if needs_out else None
         hidden = 2 * token_dims if wide_pcm else embed_dims
         self.pcm = parallel_conv_module((in_channels, hidden, hidden, token_dims),
                                         pcm_strides(stride), groups, pcm_norm_cfg)
@@ -176,7 +199,7 @@ class ReductionCell(BaseModule):
         y = self.prm(x)
         if self.cpe is not None:
             y = y + self.cpe(y)
-        y = self.attn(_channels_last(self.norm1, y))
+        y = _mix_map(self, y)
         y = y + self.drop_path(self.pcm(x))
         return y + self.drop_path(_channels_last(lambda t: self.ffn(self.norm2(t)), y))
 
@@ -192,6 +215,8 @@ class NormalCell(BaseModule):
         window_size: VSA window.
         cpe: depthwise conv position encoding feeding the attention branch only
             (the shortcut and the PCM see the plain input, as officially).
+        attn_cfg: token mixer (``dict(type='vsa')``); ``window_size``,
+            ``attn_drop`` and ``proj_drop=drop`` reach it if it takes them.
         drop: dropout in the MLP and after the attention projection.
         attn_drop: dropout on attention weights.
         drop_path: stochastic depth of the three residual branches.
@@ -207,6 +232,7 @@ class NormalCell(BaseModule):
                  groups: int = 1,
                  window_size: int = 7,
                  cpe: bool = True,
+                 attn_cfg: dict | None = None,
                  drop: float = 0.,
                  attn_drop: float = 0.,
                  drop_path: float = 0.,
@@ -219,8 +245,11 @@ class NormalCell(BaseModule):
         self.cpe = nn.Conv2d(embed_dims, embed_dims, window_size // 2 * 2 + 1,
                              padding=window_size // 2, groups=embed_dims) if cpe else None
         self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.attn = VariedSizeWindowAttention(embed_dims, num_heads, window_size=window_size,
-                                              attn_drop=attn_drop, proj_drop=drop)
+        self.attn = build_attention(
+            attn_cfg or DEFAULT_ATTN_CFG,
+            optional=dict(window_size=window_size, attn_drop=attn_drop, proj_drop=drop),
+            embed_dims=embed_dims, num_heads=num_heads)
+        self.attn_out = None
         self.pcm = parallel_conv_module((embed_dims, hidden, embed_dims, embed_dims),
                                         groups=groups, norm_cfg=pcm_norm_cfg)
         self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
@@ -230,6 +259,6 @@ class NormalCell(BaseModule):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` -> same shape."""
         y = x if self.cpe is None else x + self.cpe(x)
-        y = self.attn(_channels_last(self.norm1, y))
+        y = _mix_map(self, y)
         x = x + self.drop_path(y) + self.drop_path(self.pcm(x))
         return x + self.drop_path(_channels_last(lambda t: self.ffn(self.norm2(t)), x))
