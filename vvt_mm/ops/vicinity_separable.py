@@ -44,7 +44,8 @@ from .vicinity_reference import (
 )
 
 __all__ = [
-    'BLOCK_ELEMENTS', 'clamp_kv_state_', 'vicinity_attention_separable', 'vicinity_kv_state'
+    'BLOCK_ELEMENTS', 'clamp_kv_state_', 'vicinity_attention_separable', 'vicinity_kv_state',
+    'vicinity_kv_state_backward'
 ]
 
 
@@ -317,8 +318,18 @@ def _separable_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, state
     if state_mask.numel():
         grad_state[..., :dim] *= state_mask
 
-    # Key side: R_u = K_u^T [V_u | 1] and C_r likewise, weighted by the kv angles.
-    _, k_rows, k_cols, _ = k.shape
+    return (grad_q, *vicinity_kv_state_backward(k, v, grad_state))
+
+
+def vicinity_kv_state_backward(k: Tensor, v: Tensor,
+                               grad_state: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients of ``k`` and ``v`` (``(G, Hk, Wk, d)``, before the ReLU) from the
+    gradient of :func:`vicinity_kv_state`'s (unclamped) result.
+
+    ``R_u = K_u^T [V_u | 1]`` and ``C_r`` likewise, weighted by the kv angles:
+    four batched GEMMs, block by block.
+    """
+    groups, k_rows, k_cols, dim = k.shape
     grad_k = torch.empty_like(k, memory_format=torch.contiguous_format)
     grad_v = torch.empty_like(v, memory_format=torch.contiguous_format)
     row_trig = _trig(k_rows, k)
@@ -332,9 +343,7 @@ def _separable_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, state
                                  out=grad_k[gs, rs]), k_raw)
         _grid_matmul(k_blk, grad_row_kv[..., :dim], grad_col_kv[gs, ..., :dim],
                      out=grad_v[gs, rs])
-    return grad_q, grad_k, grad_v
-
-
+    return grad_k, grad_v
 
 
 @_separable_backward.register_fake

@@ -6,7 +6,8 @@ fused Triton forward); all compute the same function up to float rounding.
 
 * the official formulation while exporting (``torch.export``, ONNX): plain aten
   ops that exporters understand, with angles from the traced ``H, W``;
-* the fused Triton kernel on CUDA when Triton imports;
+* the fused Triton kernels on CUDA when Triton imports (and no kernel has
+  failed in this process: a failure warns once, then the separable form runs);
 * on CPU, the official formulation for small maps (see
   :data:`SMALL_MAP_TOKENS`), whose few large GEMMs beat many tiny per-row ones;
 * the separable form otherwise.
@@ -35,14 +36,19 @@ SMALL_MAP_TOKENS_NO_GRAD = 576
 
 
 def triton_available(t: Tensor) -> bool:
-    """Whether the fused Triton kernel can run on ``t``'s device."""
+    """Whether the fused Triton kernels can run on ``t``'s device.
+
+    False on CPU, without Triton, and after a kernel failed in this process
+    (:func:`~vvt_mm.ops.vicinity_triton.kernels_disabled`: it warned once and
+    the separable path runs from then on).
+    """
     if not t.is_cuda:
         return False
     try:
-        from vvt_mm.ops import vicinity_triton  # noqa: F401
+        from vvt_mm.ops import vicinity_triton
     except ImportError:
         return False
-    return True
+    return vicinity_triton.kernels_disabled() is None
 
 
 def _exporting() -> bool:
