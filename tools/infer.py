@@ -30,10 +30,10 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config, DictAction
 from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import init_default_scope
 
-import vvt_mm  # noqa: F401  (registers the backbones)
-from vvt_mm.checkpoint import CheckpointError, load_whole_model
+from vvt_mm.checkpoint import CheckpointError, describe_load, load_whole_model
+from vvt_mm.runtime import build_model_from_config, import_custom_modules
 
 SCOPES = ('mmseg', 'mmpretrain', 'mmdet')
 
@@ -73,22 +73,9 @@ def dataset_meta(cfg: Config, scope: str, checkpoint: Mapping) -> dict:
 
 def build_model(cfg: Config, scope: str, checkpoint_path: str, device: str):
     """Model with the checkpoint's weights (no pretrained download), in eval mode."""
-    backbone = cfg.model.get('backbone')
-    if backbone is not None and 'init_cfg' in backbone:
-        backbone.init_cfg = None
-    if 'pretrained' in cfg.model:
-        cfg.model.pretrained = None
-    # As mmengine's Runner does: mmpretrain configs keep it at the top level.
-    if cfg.get('data_preprocessor') is not None:
-        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        model = registry.build(cfg.model)
+    model = build_model_from_config(cfg, scope)
     report, checkpoint = load_whole_model(model, checkpoint_path)
-    print(f'{checkpoint_path}: loaded {len(report.matched)} tensors (the whole model)')
-    for key, theirs, ours in report.shape_mismatch:
-        print(f'warning: {key} has shape {theirs} in the checkpoint, {ours} in the model '
-              '(another class count): that layer keeps its initialisation')
+    print('\n'.join(describe_load(report, checkpoint_path)))
     # SyncBN needs a process group in training only, but plain BN is safe everywhere.
     model = revert_sync_batchnorm(model)
     model.cfg = cfg
@@ -172,9 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     if scope not in SCOPES:
         sys.exit(f'error: {args.config} has default_scope={scope!r}; infer.py handles '
                  f'{SCOPES}')
-    if cfg.get('custom_imports'):
-        from mmengine.utils import import_modules_from_strings
-        import_modules_from_strings(**cfg.custom_imports)
+    import_custom_modules(cfg)
     init_default_scope(scope)
     out = args.out or f'{osp.splitext(osp.basename(args.image))[0]}_{scope}.png'
     if osp.dirname(out):

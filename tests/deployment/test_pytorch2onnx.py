@@ -37,7 +37,7 @@ VVT_4STAGE = dict(embed_dims=[16, 16, 32, 32], num_heads=[1, 1, 1, 1], depths=[1
                   mlp_ratios=[2, 2, 2, 2])
 # Options that keep the mixers small; each is exported with its own defaults otherwise.
 MIXER_OPTIONS = dict(gc=dict(ratio=0.25), performer=dict(num_features=16),
-                     linformer=dict(proj_len=16, pool_size=4))
+                     linformer=dict(proj_len=16, pool_size=4), vsa=dict(window_size=2))
 # ViTAEv2 windows of 2 (official: 7): its last stage then holds 2+ windows from 65 px.
 VITAE_SIZES = [(96, 128), (77, 101), (109, 77)]
 
@@ -61,7 +61,7 @@ FAMILIES = {
                   out_indices=(0, 1)),
 }
 MIXERS = ['vicinity_no_locality', 'softmax', 'spatial_reduction', 'performer', 'linformer',
-          'cosformer', 'gc']  # 'vicinity' is the default: the VVT cases above
+          'cosformer', 'gc', 'csa', 'rasa', 'vsa']  # 'vicinity' is the default: the VVT cases
 
 
 def tiny_vitae(window_size: int = 2) -> ViTAEv2VSA:

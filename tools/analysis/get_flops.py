@@ -20,14 +20,12 @@ which is faster there; ``as-built`` still counts them as separable.)
 from __future__ import annotations
 
 import argparse
-import importlib
 import os.path as osp
 import sys
 
 import torch
 import torch.nn as nn
 from mmengine.config import Config, DictAction
-from mmengine.registry import DefaultScope
 
 CONVENTION = ('fvcore convention: 1 multiply-add = 1 FLOP; element-wise ops not counted')
 DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmseg': (512, 512), 'mmdet': (800, 1333)}
@@ -53,17 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_model(cfg: Config) -> tuple[nn.Module, str]:
     """Build ``cfg.model`` in its library's scope, without loading any weights."""
+    from vvt_mm.runtime import build_model_from_config
     scope = cfg.get('default_scope', 'mmengine')
-    if cfg.get('custom_imports'):
-        from mmengine.utils import import_modules_from_strings
-        import_modules_from_strings(**cfg.custom_imports)
-    import vvt_mm  # noqa: F401  (register our backbones even without custom_imports)
-    if cfg.get('data_preprocessor') is not None:  # as mmengine's Runner does
-        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        model = registry.build(cfg.model)
-    return model.eval(), scope
+    return build_model_from_config(cfg, scope).eval(), scope
 
 
 def use_attention_impl(model: nn.Module, impl: str) -> int:

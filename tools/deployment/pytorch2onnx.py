@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import os
 import os.path as osp
@@ -69,15 +68,16 @@ import torch.nn as nn
 from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import DefaultScope
 
 import vvt_mm  # noqa: F401  (registers the backbones)
 from vvt_mm.checkpoint import (
     CheckpointError,
     check_whole_model,
+    describe_load,
     extract_state_dict,
     load_whole_model,
     read_checkpoint,
+    strip_prefix,
 )
 from vvt_mm.deployment import (
     MAX_RELATIVE_ERROR,
@@ -91,6 +91,7 @@ from vvt_mm.deployment import (
     verification_sizes,
 )
 from vvt_mm.registry import MODELS
+from vvt_mm.runtime import build_model_from_config
 
 SCOPES = dict(mmpretrain='classifier', mmseg='segmentor', mmdet='detector')
 
@@ -152,28 +153,15 @@ def model_kind(cfg: Config, backbone_only: bool) -> str:
 
 def build_full_model(cfg: Config) -> nn.Module:
     """The config's classifier/segmentor/detector, without pretrained downloads."""
-    backbone = cfg.model.get('backbone')
-    if backbone is not None and 'init_cfg' in backbone:
-        backbone.init_cfg = None
-    if 'pretrained' in cfg.model:
-        cfg.model.pretrained = None
-    if cfg.get('data_preprocessor') is not None:
-        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
-    scope = cfg.default_scope
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        return registry.build(cfg.model)
+    return build_model_from_config(cfg, cfg.default_scope)
 
 
 def load_backbone_checkpoint(backbone: nn.Module, path: str) -> int:
     """Load a backbone file (ours, a whole model's ``backbone.*`` or official); tensors loaded."""
-    state_dict = dict(extract_state_dict(read_checkpoint(path)))
-    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v
-                  for k, v in state_dict.items()}
+    state_dict = strip_prefix(extract_state_dict(read_checkpoint(path)), 'module.')
     layout = 'OpenMMLab'
     if any(k.startswith('backbone.') for k in state_dict):
-        state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items()
-                      if k.startswith('backbone.')}
+        state_dict = strip_prefix(state_dict, 'backbone.', only=True)
     else:
         converted = getattr(backbone, 'convert_official', lambda sd: None)(state_dict)
         if converted is not None:
@@ -206,10 +194,7 @@ def build_model(cfg: Config, kind: str, checkpoint: str | None) -> nn.Module:
         model = build_full_model(cfg)
         if checkpoint:
             report, _ = load_whole_model(model, checkpoint)
-            print(f'{checkpoint}: loaded {len(report.matched)} tensors (the whole model)')
-            for key, theirs, ours in report.shape_mismatch:
-                print(f'warning: {key} has shape {theirs} in the checkpoint, {ours} in the '
-                      'model (another class count): that layer keeps its initialisation')
+            print('\n'.join(describe_load(report, checkpoint)))
     if not checkpoint:
         print('warning: no checkpoint given: the model is randomly initialised (the file '
               'only shows that the model exports)')

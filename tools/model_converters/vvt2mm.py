@@ -21,7 +21,14 @@ from collections.abc import Mapping
 
 import torch
 
-from vvt_mm.checkpoint import convert_vvt, extract_state_dict, is_official_vvt, read_checkpoint
+from vvt_mm.checkpoint import (
+    convert_vvt,
+    extract_state_dict,
+    is_official_vvt,
+    read_checkpoint,
+    strip_prefix,
+    to_classifier_keys,
+)
 
 
 def to_mm(state_dict: Mapping, backbone_only: bool = False) -> OrderedDict:
@@ -33,23 +40,17 @@ def to_mm(state_dict: Mapping, backbone_only: bool = False) -> OrderedDict:
     if is_official_vvt(state_dict):
         ours = convert_vvt(state_dict)
     else:
-        ours = OrderedDict(
-            (k[len('backbone.'):] if k.startswith('backbone.') else k, v)
-            for k, v in state_dict.items())
+        ours = strip_prefix(state_dict, 'backbone.')
         if not any(k.startswith('stages.') for k in ours):
             raise ValueError('not a VVT checkpoint: no official keys (block1.*, '
                              'patch_embed1.*) and no stages.*; its keys look like '
                              f'{list(state_dict)[:3]}')
-    result = OrderedDict()
-    for key, value in ours.items():
-        if key.startswith('head.'):
-            if not backbone_only:
-                result[key] = value
-        elif key.startswith('stages.'):
-            result[key if backbone_only else f'backbone.{key}'] = value
-        else:
+    for key in ours:
+        if not key.startswith(('head.', 'stages.')):
             raise KeyError(f'unexpected key {key!r} after conversion')
-    return result
+    if backbone_only:
+        return OrderedDict((k, v) for k, v in ours.items() if not k.startswith('head.'))
+    return to_classifier_keys(ours)
 
 
 def convert_file(src: str, dst: str, backbone_only: bool = False) -> OrderedDict:

@@ -1,4 +1,5 @@
 """Checkpoint reading, layout conversion and honest pretrained loading."""
+from .key_layout import strip_prefix, to_classifier_keys
 from .loading import (
     CheckpointError,
     CorruptCheckpointError,
@@ -21,6 +22,7 @@ from .vvt_keys import convert_vvt, is_official_vvt
 from .whole_model import (
     CheckpointMismatchError,
     check_whole_model,
+    describe_load,
     load_whole_model,
     whole_model_state_dict,
 )
@@ -31,5 +33,5 @@ __all__ = [
     'is_official_vvt', 'convert_vitaev2_vsa', 'is_official_vitaev2_vsa', 'convert_localvit',
     'convert_localvit_pvt', 'is_official_localvit', 'is_official_localvit_pvt', 'convert_lvt',
     'is_official_lvt', 'CheckpointMismatchError', 'check_whole_model', 'load_whole_model',
-    'whole_model_state_dict'
+    'whole_model_state_dict', 'describe_load', 'strip_prefix', 'to_classifier_keys'
 ]

@@ -18,6 +18,7 @@ from collections.abc import Mapping, MutableMapping
 import torch.nn as nn
 from mmengine.logging import print_log
 
+from .key_layout import strip_prefix, to_classifier_keys
 from .loading import CheckpointError, LoadReport, compare_state_dicts
 
 # Below this share of the backbone's tensors, a file is the wrong one (as load_pretrained).
@@ -55,12 +56,10 @@ def filter_classifier_checkpoint(backbone: nn.Module, state_dict: MutableMapping
             raise CheckpointError(
                 f'an official checkpoint of another {name} arch: {_misfit(report)}. Pick the '
                 'file of this arch, or the config of the file.')
-        local = {(k if k.startswith('head.') else f'backbone.{k}'): v
-                 for k, v in converted.items()}
+        local = to_classifier_keys(converted)
         print_log(f'official {name} checkpoint converted on load', logger='current')
     else:
-        report = compare_state_dicts(own, {k[len('backbone.'):]: v for k, v in local.items()
-                                if k.startswith('backbone.')})
+        report = compare_state_dicts(own, strip_prefix(local, 'backbone.', only=True))
         if report.match_ratio < MIN_MATCH_RATIO:
             raise CheckpointError(
                 f'the checkpoint fills only {len(report.matched)} of {len(own)} tensors of the '

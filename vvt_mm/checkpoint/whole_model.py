@@ -13,11 +13,11 @@ becomes ``head.fc.*`` where the model has such a head.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch.nn as nn
 
+from .key_layout import strip_prefix, to_classifier_keys
 from .loading import (
     CheckpointError,
     LoadReport,
@@ -27,7 +27,7 @@ from .loading import (
 )
 
 __all__ = ['CheckpointMismatchError', 'whole_model_state_dict', 'check_whole_model',
-           'load_whole_model']
+           'load_whole_model', 'describe_load']
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -41,21 +41,14 @@ def _examples(keys: list[str], limit: int = 3) -> str:
 
 def whole_model_state_dict(model: nn.Module, checkpoint: Mapping) -> tuple[dict, str]:
     """The checkpoint's tensors in ``model``'s key layout, and a name of that layout."""
-    state_dict = OrderedDict(
-        (k[len('module.'):] if k.startswith('module.') else k, v)
-        for k, v in extract_state_dict(checkpoint).items())
+    state_dict = strip_prefix(extract_state_dict(checkpoint), 'module.')
     backbone = getattr(model, 'backbone', None)
     layout = getattr(backbone, 'official_layout', None)
     if layout is None or not layout[0](state_dict):
         return state_dict, 'OpenMMLab'
+    # The classifier only where the model has one (an mmpretrain LinearClsHead: head.fc.*).
     own = model.state_dict()
-    converted = OrderedDict()
-    for key, value in layout[1](state_dict).items():
-        if key.startswith('head.'):
-            if key in own:  # an mmpretrain LinearClsHead: head.fc.*
-                converted[key] = value
-        else:
-            converted[f'backbone.{key}'] = value
+    converted = to_classifier_keys(layout[1](state_dict), keep_head=own.__contains__)
     return converted, f'official {type(backbone).__name__}'
 
 
@@ -138,3 +131,12 @@ def load_whole_model(model: nn.Module, path: str, map_location: str = 'cpu'
                            if k not in mismatched and k not in report.unexpected},
                           strict=False)
     return report, checkpoint
+
+
+def describe_load(report: LoadReport, path: str) -> list[str]:
+    """What a tool prints after :func:`load_whole_model`: the count, then each kept layer."""
+    lines = [f'{path}: loaded {len(report.matched)} tensors (the whole model)']
+    lines += [f'warning: {key} has shape {theirs} in the checkpoint, {ours} in the model '
+              '(another class count): that layer keeps its initialisation'
+              for key, theirs, ours in report.shape_mismatch]
+    return lines
