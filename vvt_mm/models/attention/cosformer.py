@@ -60,9 +60,6 @@ class CosFormerAttention(BaseModule):
         init_cfg: mmengine init config.
     """
 
-    # Positions play no part, so class tokens may join the grid tokens.
-    takes_extra_tokens = True
-
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
@@ -76,6 +73,9 @@ class CosFormerAttention(BaseModule):
         self.eps = eps
         self.qkv = nn.Linear(embed_dims, 3 * embed_dims, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
+
+    # Positions play no part, so class tokens may join the grid tokens.
+    takes_extra_tokens = True
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         """Mix ``(B, N, C)`` tokens; only their flattened order is used."""

@@ -33,9 +33,6 @@ class GlobalContextAttention(BaseModule):
         init_cfg: mmengine init config.
     """
 
-    # Positions play no part, so class tokens may join the grid tokens.
-    takes_extra_tokens = True
-
     def __init__(self,
                  embed_dims: int,
                  num_heads: int = 1,
@@ -58,6 +55,9 @@ class GlobalContextAttention(BaseModule):
             build_norm_layer(norm_cfg or dict(type='LN', eps=1e-5), hidden)[1],
             nn.ReLU(inplace=True),
             nn.Linear(hidden, embed_dims))
+
+    # Positions play no part, so class tokens may join the grid tokens.
+    takes_extra_tokens = True
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         """Return the context term ``(B, N, C)``; ``hw_shape`` is unused."""

@@ -97,9 +97,6 @@ class PerformerAttention(BaseModule):
         init_cfg: mmengine init config.
     """
 
-    # Positions play no part, so class tokens may join the grid tokens.
-    takes_extra_tokens = True
-
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
@@ -138,6 +135,9 @@ class PerformerAttention(BaseModule):
         if self._calls_since_redraw >= self.redraw_interval:
             self.redraw_projection()
             self._calls_since_redraw = 0
+
+    # Positions play no part, so class tokens may join the grid tokens.
+    takes_extra_tokens = True
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         """Mix ``(B, N, C)`` tokens; ``hw_shape`` is unused (no positions)."""

@@ -27,9 +27,6 @@ class SoftmaxAttention(BaseModule):
         init_cfg: mmengine init config.
     """
 
-    # Positions play no part, so class tokens may join the grid tokens.
-    takes_extra_tokens = True
-
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
@@ -43,6 +40,9 @@ class SoftmaxAttention(BaseModule):
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(embed_dims, 3 * embed_dims, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)
+
+    # Positions play no part, so class tokens may join the grid tokens.
+    takes_extra_tokens = True
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         """Mix ``(B, N, C)`` tokens; ``hw_shape`` is unused (no positions)."""

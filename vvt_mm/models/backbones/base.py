@@ -9,17 +9,23 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
 from torch import Tensor
 
-from .utils import check_image_input
+from .utils import check_image_input, resolve_arch, resolve_pretrained
 
 
-def pvt_v2_init(module: nn.Module) -> None:
-    """PVTv2's random init, which VVT and LVT inherit: trunc-normal linears,
-    unit LayerNorms and fan-out normal convs (biases zero)."""
+def vit_init(module: nn.Module) -> None:
+    """timm's ViT init of one module: trunc-normal linears, unit LayerNorms (biases zero)."""
     if isinstance(module, nn.Linear):
         trunc_normal_init(module, std=.02, bias=0.)
     elif isinstance(module, nn.LayerNorm):
         constant_init(module, val=1.0, bias=0.)
-    elif isinstance(module, nn.Conv2d):
+
+
+def pvt_v2_init(module: nn.Module) -> None:
+    """PVTv2's random init, which VVT and LVT inherit: :func:`vit_init` plus
+    fan-out normal convs (biases zero)."""
+    if not isinstance(module, nn.Conv2d):
+        vit_init(module)
+    else:
         kh, kw = module.kernel_size
         fan_out = kh * kw * module.out_channels // module.groups
         normal_init(module, mean=0, std=math.sqrt(2.0 / fan_out), bias=0)
@@ -34,6 +40,10 @@ class StagedBackbone(BaseModule):
     ``init_cfg`` a subclass's :meth:`default_init` reproduces its official
     random init. Subclasses with ``self.stages`` get ``frozen_stages``;
     :meth:`check_input` refuses what their ``forward`` cannot take.
+
+    ``__init__`` takes what every backbone takes first: ``arch`` (a name of
+    ``arch_zoo`` or a dict with ``essential_keys``, resolved into
+    ``self.arch``), the deprecated ``pretrained`` and ``init_cfg``.
     """
 
     frozen_stages: int = -1
@@ -41,6 +51,15 @@ class StagedBackbone(BaseModule):
     min_input_size: int = 1
     # ``(is_official, convert)`` of the official checkpoint layout, if any.
     official_layout: tuple[Callable[[Mapping], bool], Callable[[Mapping], Mapping]] | None = None
+    arch_zoo: dict = {}
+    essential_keys: set[str] = set()
+
+    def __init__(self, arch: str | dict | None = None, pretrained: str | None = None,
+                 init_cfg: dict | list | None = None) -> None:
+        super().__init__(init_cfg=resolve_pretrained(pretrained, init_cfg))
+        if arch is not None:
+            self.arch = resolve_arch(arch, self.arch_zoo, self.essential_keys,
+                                     type(self).__name__)
 
     @classmethod
     def convert_official(cls, state_dict: Mapping) -> dict | None:
@@ -67,6 +86,16 @@ class StagedBackbone(BaseModule):
         weight = next(self.parameters(), None)
         check_image_input(x, self.in_channels, self.min_input_size, type(self).__name__,
                           weight_dtype=None if weight is None else weight.dtype)
+
+    def run_stages(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Check ``x``, run ``self.stages`` (NCHW in and out), keep ``out_indices``."""
+        self.check_input(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
 
     def default_init(self) -> None:
         """The official random initialisation (override)."""

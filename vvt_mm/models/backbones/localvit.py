@@ -10,7 +10,6 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
 
 from vvt_mm.checkpoint.localvit_keys import convert_localvit, is_official_localvit
@@ -20,8 +19,8 @@ from ..attention.builder import attention_class, build_attention, takes_extra_to
 from ..layers.locality_ffn import LocalityFFN
 from ..layers.strided_patch_embed import StridedPatchEmbed
 from ..layers.token_grid import nchw_to_nlc, nlc_to_nchw
-from .base import StagedBackbone
-from .utils import normalize_out_indices, resolve_arch, resolve_pretrained
+from .base import StagedBackbone, vit_init
+from .utils import check_out_type, normalize_out_indices
 
 
 def resize_pos_embed(pos_embed: Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int],
@@ -190,15 +189,10 @@ class LocalViT(StagedBackbone):
                  with_cp: bool = False,
                  pretrained: str | None = None,
                  init_cfg: dict | list | None = None) -> None:
-        init_cfg = resolve_pretrained(pretrained, init_cfg)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(arch, pretrained, init_cfg)
         owner = type(self).__name__
-        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
-        self.arch = arch
-        if out_type not in ('featmap', 'cls_token'):
-            raise ValueError(f"{owner}: out_type must be 'featmap' or 'cls_token', "
-                             f'got {out_type!r}')
-        self.out_type = out_type
+        arch = self.arch
+        self.out_type = check_out_type(out_type, owner)
         self.in_channels = in_channels
         self.embed_dims = arch['embed_dims']
         self.depth = arch['depth']
@@ -262,10 +256,7 @@ class LocalViT(StagedBackbone):
         if self.with_cls_token:
             nn.init.trunc_normal_(self.cls_token, std=.02)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_init(m, std=.02, bias=0.)
-            elif isinstance(m, nn.LayerNorm):
-                constant_init(m, val=1.0, bias=0.)
+            vit_init(m)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return the maps (or class tokens) after the blocks in ``out_indices``."""

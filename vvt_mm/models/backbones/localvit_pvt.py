@@ -7,7 +7,6 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
 
 from vvt_mm.checkpoint.localvit_keys import convert_localvit_pvt, is_official_localvit_pvt
@@ -16,9 +15,9 @@ from vvt_mm.registry import MODELS
 from ..attention.builder import attention_class, takes_extra_tokens, takes_option
 from ..layers.strided_patch_embed import StridedPatchEmbed
 from ..layers.token_grid import nlc_to_nchw
-from .base import StagedBackbone
+from .base import StagedBackbone, vit_init
 from .localvit import LocalViTBlock, resize_pos_embed
-from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
+from .utils import check_frozen_stages, check_out_type, check_per_stage, normalize_out_indices
 
 
 class LocalViTPVTStage(BaseModule):
@@ -152,25 +151,17 @@ class LocalViTPVT(StagedBackbone):
                  frozen_stages: int = -1,
                  pretrained: str | None = None,
                  init_cfg: dict | list | None = None) -> None:
-        init_cfg = resolve_pretrained(pretrained, init_cfg)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(arch, pretrained, init_cfg)
         owner = type(self).__name__
-        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
-        self.arch = arch
+        arch = self.arch
         num_stages = check_per_stage(arch, self.essential_keys, owner)
         if arch['sr_ratios'][-1] != 1:
             raise ValueError(f'{owner}: the last stage carries the class token, so its '
                              f'sr_ratio must be 1, got {arch["sr_ratios"][-1]}')
-        if out_type not in ('featmap', 'cls_token'):
-            raise ValueError(f"{owner}: out_type must be 'featmap' or 'cls_token', "
-                             f'got {out_type!r}')
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'{owner}: frozen_stages must be in [-1, {num_stages}], '
-                             f'got {frozen_stages}')
+        self.out_type = check_out_type(out_type, owner)
+        self.frozen_stages = check_frozen_stages(frozen_stages, num_stages, owner)
         self.out_indices = normalize_out_indices(out_indices, num_stages, owner)
-        self.out_type = out_type
         self.in_channels = in_channels
-        self.frozen_stages = frozen_stages
         self.embed_dims = list(arch['embed_dims'])
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         if attn_cfgs is None or isinstance(attn_cfgs, dict):
@@ -205,10 +196,7 @@ class LocalViTPVT(StagedBackbone):
         for stage in self.stages:
             nn.init.trunc_normal_(stage.pos_embed, std=.02)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_init(m, std=.02, bias=0.)
-            elif isinstance(m, nn.LayerNorm):
-                constant_init(m, val=1.0, bias=0.)
+            vit_init(m)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return NCHW maps of the stages in ``out_indices`` (strides 4/8/16/32)."""

@@ -20,7 +20,7 @@ from ..layers.lvt_attention import AtrousDepthwiseConv
 from ..layers.pre_norm_block import PreNormBlock
 from ..layers.token_grid import nlc_to_nchw
 from .base import StagedBackbone, pvt_v2_init
-from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
+from .utils import check_frozen_stages, check_per_stage, normalize_out_indices
 
 
 class LinearFFN(BaseModule):
@@ -154,20 +154,15 @@ class LVT(StagedBackbone):
                  frozen_stages: int = -1,
                  pretrained: str | None = None,
                  init_cfg: dict | list | None = None) -> None:
-        init_cfg = resolve_pretrained(pretrained, init_cfg)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(arch, pretrained, init_cfg)
         owner = type(self).__name__
-        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
+        arch = self.arch
         num_stages = check_per_stage(arch, self.essential_keys, owner)
         arch.setdefault('ffn_dwconv', [i > 0 for i in range(num_stages)])
         check_per_stage(arch, {'depths', 'ffn_dwconv'}, owner)
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'{owner}: frozen_stages must be in [-1, {num_stages}], '
-                             f'got {frozen_stages}')
-        self.arch = arch
         self.in_channels = in_channels
         self.out_indices = normalize_out_indices(out_indices, num_stages, owner)
-        self.frozen_stages = frozen_stages
+        self.frozen_stages = check_frozen_stages(frozen_stages, num_stages, owner)
         self.embed_dims = list(arch['embed_dims'])
         attn_cfgs = self._stage_attn_cfgs(attn_cfgs, rasa_cfg, num_stages)
 

@@ -117,6 +117,23 @@ def check_image_input(x: Tensor, in_channels: int, min_size: int, owner: str,
                          'the input')
 
 
+def check_frozen_stages(frozen_stages: int, num_stages: int, owner: str) -> int:
+    """``frozen_stages`` in ``[-1, num_stages]`` (``-1``: none frozen)."""
+    if not -1 <= frozen_stages <= num_stages:
+        raise ValueError(f'{owner}: frozen_stages must be in [-1, {num_stages}], '
+                         f'got {frozen_stages}')
+    return frozen_stages
+
+
+def check_out_type(out_type: str, owner: str, choices: Sequence[str] = ('featmap', 'cls_token')
+                   ) -> str:
+    """``out_type`` one of ``choices``."""
+    if out_type not in choices:
+        raise ValueError(f'{owner}: out_type must be '
+                         + ' or '.join(repr(c) for c in choices) + f', got {out_type!r}')
+    return out_type
+
+
 def resolve_pretrained(pretrained: str | None, init_cfg: dict | list | None):
     """Map the deprecated ``pretrained=`` argument onto ``init_cfg``."""
     if pretrained is None:
@@ -129,5 +146,5 @@ def resolve_pretrained(pretrained: str | None, init_cfg: dict | list | None):
                         f'{type(pretrained).__name__}')
     warnings.warn('pretrained= is deprecated, please use '
                   "init_cfg=dict(type='Pretrained', checkpoint=...)", DeprecationWarning,
-                  stacklevel=3)
+                  stacklevel=4)
     return dict(type='Pretrained', checkpoint=pretrained)

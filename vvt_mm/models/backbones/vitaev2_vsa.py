@@ -18,7 +18,7 @@ from ..attention.builder import attention_class, mixers_taking, takes_option
 from ..layers.varied_size_window_attention import VariedSizeWindowAttention
 from ..layers.vitaev2_cells import NormalCell, ReductionCell
 from .base import StagedBackbone
-from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
+from .utils import check_frozen_stages, check_per_stage, normalize_out_indices
 
 # PCM conv groups, shared by every official variant.
 _GROUPS = dict(nc_groups=[1, 32, 64, 128], rc_groups=[1, 16, 32, 64])
@@ -143,11 +143,9 @@ class ViTAEv2VSA(StagedBackbone):
                  frozen_stages: int = -1,
                  pretrained: str | None = None,
                  init_cfg: dict | list | None = None) -> None:
-        init_cfg = resolve_pretrained(pretrained, init_cfg)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(arch, pretrained, init_cfg)
         owner = type(self).__name__
-        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
-        self.arch = arch
+        arch = self.arch
         num_stages = check_per_stage(arch, self.essential_keys - {'wide_pcm'}, owner,
                                      num_stages=len(self.downsample_ratios))
         if len(kernel_sizes) != num_stages or len(dilations) != num_stages:
@@ -155,10 +153,7 @@ class ViTAEv2VSA(StagedBackbone):
                              f'{list(kernel_sizes)}, dilations {list(dilations)}')
         self.in_channels = in_channels
         self.out_indices = normalize_out_indices(out_indices, num_stages, owner)
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], '
-                             f'got {frozen_stages}')
-        self.frozen_stages = frozen_stages
+        self.frozen_stages = check_frozen_stages(frozen_stages, num_stages, owner)
         self.embed_dims = list(arch['token_dims'])
         attn_cfg = dict(attn_cfg or dict(type='vsa'))
         mixer = attention_class(attn_cfg)
@@ -226,10 +221,4 @@ class ViTAEv2VSA(StagedBackbone):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """NCHW maps of the stages in ``out_indices``, of size ``ceil(H / stride)``."""
-        self.check_input(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
+        return self.run_stages(x)

@@ -20,7 +20,7 @@ from ..layers import ConvFFN, OverlapPatchEmbed
 from ..layers.pre_norm_block import PreNormBlock
 from ..layers.token_grid import nlc_to_nchw
 from .base import StagedBackbone, pvt_v2_init
-from .utils import check_per_stage, normalize_out_indices, resolve_arch, resolve_pretrained
+from .utils import check_frozen_stages, check_per_stage, normalize_out_indices
 
 # Official norms: LayerNorm eps 1e-6 in blocks and after each stage, 1e-5 in
 # the patch embeddings.
@@ -175,21 +175,16 @@ class VVT(StagedBackbone):
             raise TypeError(
                 f'VVT got {options}, which VVT itself does not take; a token-mixer option '
                 f"goes in attn_cfg, e.g. attn_cfg=dict(type='vicinity', {options})")
-        init_cfg = resolve_pretrained(pretrained, init_cfg)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(arch, pretrained, init_cfg)
         owner = type(self).__name__
-        arch = resolve_arch(arch, self.arch_zoo, self.essential_keys, owner)
+        arch = self.arch
         num_stages = check_per_stage(arch, self.essential_keys, owner)
-        self.arch = arch
         self.in_channels = in_channels
         if attn_cfg is None:
             attn_cfg = dict(type='vicinity')
         sr_ratios = self._check_sr_ratios(sr_ratios, attn_cfg, num_stages)
         self.out_indices = normalize_out_indices(out_indices, num_stages, owner)
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], '
-                             f'got {frozen_stages}')
-        self.frozen_stages = frozen_stages
+        self.frozen_stages = check_frozen_stages(frozen_stages, num_stages, owner)
         self.with_cp = with_cp
         self.embed_dims = list(arch['embed_dims'])
 
@@ -251,10 +246,4 @@ class VVT(StagedBackbone):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Return NCHW maps of the stages in ``out_indices`` (strides 4/8/16/32)."""
-        self.check_input(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
+        return self.run_stages(x)
