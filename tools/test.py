@@ -13,7 +13,6 @@ would score random weights). An official classifier checkpoint is converted.
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -41,6 +40,7 @@ from vvt_mm.runtime import (
     apply_eval_metrics,
     exit_with_error,
     load_config,
+    parse_launch_args,
     prepare_launch,
 )
 
@@ -57,12 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--show-dir', help='save visualised predictions here')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_launch_args(parser, argv)
 
 
 def format_metrics(metrics: dict) -> str:
@@ -103,19 +98,17 @@ def load_whole_checkpoint(runner: Runner, path: str) -> None:
 
 def test(runner: Runner) -> dict:
     """``runner.test()``; a bad sample or a dead rank becomes one ``error:`` line."""
-    peers = PeerWatch.start()
-    try:
-        return runner.test()
-    except SampleLoadError as err:
-        exit_with_error((f'rank {get_rank()}: ' if get_world_size() > 1 else '') + err.summary)
-    except Exception as err:
-        message = peers.explain(err) if peers is not None else None
-        if message is None:
-            raise
-        exit_with_error(message)
-    finally:
-        if peers is not None:
-            peers.stop()
+    with PeerWatch.watching() as peers:
+        try:
+            return runner.test()
+        except SampleLoadError as err:
+            exit_with_error((f'rank {get_rank()}: ' if get_world_size() > 1 else '')
+                            + err.summary)
+        except Exception as err:
+            message = peers.explain(err) if peers is not None else None
+            if message is None:
+                raise
+            exit_with_error(message)
 
 
 def main(argv: list[str] | None = None) -> None:

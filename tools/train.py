@@ -15,7 +15,6 @@ survivors name it), ranks that would resume from different iterations.
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -37,7 +36,13 @@ from vvt_mm.engine import (
     enable_safe_resume,
     enable_sample_error_context,
 )
-from vvt_mm.runtime import PeerWatch, exit_with_error, load_config, prepare_launch
+from vvt_mm.runtime import (
+    PeerWatch,
+    exit_with_error,
+    load_config,
+    parse_launch_args,
+    prepare_launch,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,12 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true', help='mixed-precision training')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. train_cfg.max_iters=100')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_launch_args(parser, argv)
 
 
 def enable_amp(cfg: Config) -> None:
@@ -79,25 +79,22 @@ def enable_amp(cfg: Config) -> None:
 
 def train(runner: Runner) -> None:
     """``runner.train()``; the errors that end a run cleanly become one ``error:`` line."""
-    peers = PeerWatch.start()
     prefix = f'rank {get_rank()}: ' if get_world_size() > 1 else ''
-    try:
-        runner.train()
-    except (NonFiniteLossError, ResumeMismatchError) as err:
-        # Every rank stops at the same point with the same message.
-        exit_with_error(str(err), show=get_rank() == 0)
-    except SampleLoadError as err:
-        exit_with_error(prefix + err.summary)
-    except Exception as err:
-        message = peers.explain(err) if peers is not None else None
-        if message is None:
-            raise
-        last = runner.message_hub.get_info('last_ckpt')
-        exit_with_error(message + (f' The last checkpoint is {last} (continue with --resume).'
-                                   if last else ''))
-    finally:
-        if peers is not None:
-            peers.stop()
+    with PeerWatch.watching() as peers:
+        try:
+            runner.train()
+        except (NonFiniteLossError, ResumeMismatchError) as err:
+            # Every rank stops at the same point with the same message.
+            exit_with_error(str(err), show=get_rank() == 0)
+        except SampleLoadError as err:
+            exit_with_error(prefix + err.summary)
+        except Exception as err:
+            message = peers.explain(err) if peers is not None else None
+            if message is None:
+                raise
+            last = runner.message_hub.get_info('last_ckpt')
+            exit_with_error(message + (f' The last checkpoint is {last} (continue with '
+                                       '--resume).' if last else ''))
 
 
 def main(argv: list[str] | None = None) -> None:

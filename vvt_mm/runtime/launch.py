@@ -14,6 +14,7 @@ master address from the ``SLURM_*`` variables as mmengine does and start gloo.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 from typing import Any
@@ -22,6 +23,22 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.logging import print_log
+
+
+def parse_launch_args(parser: argparse.ArgumentParser,
+                      argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser`` plus OpenMMLab's launch arguments, parsed.
+
+    ``--launcher`` and ``--local_rank`` (``--local-rank``) are what
+    ``dist_*.sh`` and ``slurm_*.sh`` pass; ``LOCAL_RANK`` defaults to the
+    latter for launchers that set only the argument.
+    """
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def replace_sync_bn(node: Any) -> int:

@@ -16,11 +16,13 @@ The cost while training is one small store request per second per rank.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import torch.distributed as dist
@@ -93,6 +95,17 @@ class PeerWatch:
             return cls(dist.get_rank(), dist.get_world_size(), interval_s)
         except Exception:  # diagnostics only: never stop a job for it
             return None
+
+    @classmethod
+    @contextlib.contextmanager
+    def watching(cls, interval_s: float = 1.0) -> Iterator[PeerWatch | None]:
+        """:meth:`start` for the ``with`` block, stopped when it ends (even by an error)."""
+        peers = cls.start(interval_s)
+        try:
+            yield peers
+        finally:
+            if peers is not None:
+                peers.stop()
 
     def _beat(self) -> None:
         key = f'{_PREFIX}/beat/{self.rank}'
