@@ -92,17 +92,14 @@ _PROBE_SIZE = 256
 
 def _reducing_modules(model: nn.Module) -> list[tuple[str, nn.Module, str, int]]:
     """Modules that coarsen their map again: ``(name, module, what, factor)``."""
-    from vvt_mm.models.attention.spatial_reduction import SpatialReductionAttention
-    from vvt_mm.models.attention.vicinity import VicinityAttention
-    from vvt_mm.models.layers.lvt_attention import RecursiveAtrousSelfAttention
+    from vvt_mm.models.layers.kv_reduction import KVReductionMixin
     from vvt_mm.models.layers.varied_size_window_attention import VariedSizeWindowAttention
 
     found = []
     for name, module in model.named_modules():
         if isinstance(module, VariedSizeWindowAttention):
             found.append((name, module, 'window_size', module.window_size))
-        elif isinstance(module, (VicinityAttention, SpatialReductionAttention,
-                                 RecursiveAtrousSelfAttention)) and module.sr_ratio > 1:
+        elif isinstance(module, KVReductionMixin) and module.sr_ratio > 1:
             found.append((name, module, 'sr_ratio', module.sr_ratio))
     return found
 

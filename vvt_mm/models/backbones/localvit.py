@@ -36,9 +36,8 @@ def resize_pos_embed(pos_embed: Tensor, src_hw: tuple[int, int], dst_hw: tuple[i
     if not torch.compiler.is_exporting() and tuple(src_hw) == tuple(dst_hw):
         return pos_embed
     extra, grid = pos_embed[:, :num_extra_tokens], pos_embed[:, num_extra_tokens:]
-    channels = pos_embed.shape[-1]
-    grid = grid.reshape(1, *src_hw, channels).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=tuple(dst_hw), mode=mode, align_corners=False)
+    grid = F.interpolate(nlc_to_nchw(grid, src_hw), size=tuple(dst_hw), mode=mode,
+                         align_corners=False)
     return torch.cat([extra, nchw_to_nlc(grid)], dim=1)
 
 
