@@ -95,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    metavar=('H', 'W'), help='input of the high-resolution backbone suite '
                    '(Cityscapes whole image)')
     p.add_argument('--highres-batch', type=int, default=1)
+    p.add_argument('--highres-inference-only', action='store_true',
+                   help='high-resolution suite without training cases (PVTv2-b2 training '
+                   'at 1024x2048 peaks at over 12 GiB)')
     p.add_argument('--highres-models', nargs='+', default=None,
                    help=f'subset of {list(HIGHRES_MODELS)} (default: all)')
     p.add_argument('--deploy-size', type=int, default=224,

@@ -84,6 +84,10 @@ def _measure(name: str, build: Callable[[], nn.Module], hw: tuple[int, int],
         return row
     params = [p for p in model.parameters() if p.requires_grad]
     train_only = '(with_cp)' in name
+    if train_only and args.highres_inference_only:
+        row.note += '; skipped: --highres-inference-only'
+        return row
+    trains = not args.highres_inference_only
 
     def clear() -> None:
         for p in params:
@@ -107,7 +111,7 @@ def _measure(name: str, build: Callable[[], nn.Module], hw: tuple[int, int],
         return run
 
     progress(f'highres {name} @ {height}x{width}: warm-up at a quarter side')
-    for train in (False, True):  # thread pools, kernel caches, lazy init
+    for train in (False, True)[:2 if trains else 1]:  # thread pools, caches, lazy init
         call_at(max(height // 4, 64), max(width // 4, 64), train)()
     fwd, train = call_at(height, width, False), call_at(height, width, True)
     # Memory in this process: the child of a fresh-process reading, on CUDA
@@ -119,11 +123,13 @@ def _measure(name: str, build: Callable[[], nn.Module], hw: tuple[int, int],
             progress(f'highres {name} @ {height}x{width}')
             if not train_only:
                 row.fwd_ms = meter.timed(fwd)
-            row.fwd_bwd_ms = meter.timed(train)
+            if trains:
+                row.fwd_bwd_ms = meter.timed(train)
         if inline_memory:
             if not train_only:
                 row.fwd_mem_mb = meter.memory.measure(fwd)
-            row.train_mem_mb = meter.memory.measure(train)
+            if trains:
+                row.train_mem_mb = meter.memory.measure(train)
     except (RuntimeError, MemoryError) as err:
         row.note = f'failed: {str(err).splitlines()[0][:80]}'
     clear()
@@ -144,7 +150,9 @@ def highres_suite(args: argparse.Namespace, meter: Meter, progress: Progress) ->
     if args.memory_only or not (meter.device.type == 'cpu' and
                                 args.backbone_memory == 'subprocess'):
         return rows
-    todo = [r for r in rows if not r.note.startswith(('unavailable', 'failed'))]
+    todo = [r for r in rows if not r.note.startswith(('unavailable', 'failed')) and
+            'skipped' not in r.note]
+    _release_heap()  # the children's peaks would otherwise add to this process's cache
     groups = [todo] if args.quick else [[r] for r in todo]
     for group in groups:
         progress(f'highres {", ".join(r.name for r in group)}: memory in a fresh process')
@@ -152,6 +160,8 @@ def highres_suite(args: argparse.Namespace, meter: Meter, progress: Progress) ->
                     *[r.name for r in group], '--highres-size', str(hw[0]), str(hw[1]),
                     '--highres-batch', str(args.highres_batch), '--threads',
                     str(args.threads)]
+        if args.highres_inference_only:
+            cli_args.append('--highres-inference-only')
         try:
             children = {c['name']: c for c in fresh_process_memory(cli_args)}
         except (subprocess.SubprocessError, ValueError) as err:
@@ -163,3 +173,18 @@ def highres_suite(args: argparse.Namespace, meter: Meter, progress: Progress) ->
             row.fwd_mem_mb, row.train_mem_mb = child['fwd_mem_mb'], child['train_mem_mb']
             row.note += '; memory: fresh process'
     return rows
+
+
+def _release_heap() -> None:
+    """Hand this process's freed heap back to the kernel (glibc keeps it cached).
+
+    After the timed 1024x2048 cases it held ~7 GiB, and a child measuring
+    PVTv2-b2's training peak (~12 GiB) then exhausted a 23 GiB machine.
+    """
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to hand back this way
+        pass
