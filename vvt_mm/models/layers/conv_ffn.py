@@ -1,7 +1,9 @@
 """Feed-forward network with a 3x3 depthwise conv between the two linears."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import build_activation_layer
 from mmengine.model import BaseModule
 from torch import Tensor
@@ -34,7 +36,46 @@ class ConvFFN(BaseModule):
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
 
+    # Without autograd, maps whose hidden activation exceeds this many elements
+    # (256 MiB of fp32) run in stripes of rows holding about a quarter of it:
+    # VVT-S's stage-1 hidden map at 1024x2048 is 131k tokens x 768 channels =
+    # 384 MiB, alive twice (fc1 and conv outputs), which alone made its
+    # inference peak.
+    stripe_elements: int = 1 << 26
+
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
+        big = x.shape[1] * self.fc1.out_features > self.stripe_elements
+        if (big and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and
+                not torch.compiler.is_exporting() and not torch.onnx.is_in_onnx_export()):
+            return self._forward_in_stripes(x, hw_shape)
+        return self._forward(x, hw_shape)
+
+    def _forward_in_stripes(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
+        """The same function, a stripe of rows at a time (inference only).
+
+        Each stripe takes one halo row above and below for the 3x3 conv (zero
+        rows at the map's edges, as its padding), so every output equals the
+        whole-map computation up to float rounding; the peak holds one
+        stripe's hidden activations instead of the whole map's.
+        """
+        bsz, _, channels = x.shape
+        height, width = hw_shape
+        rows = max(1, self.stripe_elements // (4 * width * self.fc1.out_features))
+        grid = x.reshape(bsz, height, width, channels)
+        out = x.new_empty(bsz, height, width, self.fc2.out_features)
+        for top in range(0, height, rows):
+            bottom = min(top + rows, height)
+            lo, hi = max(top - 1, 0), min(bottom + 1, height)
+            hidden = self.fc1(grid[:, lo:hi])
+            # Zero rows where the stripe meets the map's edge, halo rows elsewhere.
+            hidden = F.pad(hidden, (0, 0, 0, 0, int(top == 0), int(bottom == height)))
+            hidden = hidden.permute(0, 3, 1, 2)
+            hidden = F.conv2d(hidden, self.dwconv.weight, self.dwconv.bias, padding=(0, 1),
+                              groups=self.dwconv.groups).permute(0, 2, 3, 1)
+            out[:, top:bottom] = self.fc2(self.drop(self.act(hidden)))
+        return out.reshape(bsz, height * width, -1)
+
+    def _forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         x = self.fc1(x)
         bsz, _, channels = x.shape
         # Tokens are already channels-last: view them as an NCHW tensor with
