@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import build_activation_layer
 from mmengine.model import BaseModule
 from torch import Tensor
@@ -53,10 +52,10 @@ class ConvFFN(BaseModule):
     def _forward_in_stripes(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         """The same function, a stripe of rows at a time (inference only).
 
-        Each stripe takes one halo row above and below for the 3x3 conv (zero
-        rows at the map's edges, as its padding), so every output equals the
-        whole-map computation up to float rounding; the peak holds one
-        stripe's hidden activations instead of the whole map's.
+        Each stripe takes one halo row above and below for the 3x3 conv, so
+        every output equals the whole-map computation up to float rounding;
+        the peak holds one stripe's hidden activations instead of the whole
+        map's.
         """
         bsz, _, channels = x.shape
         height, width = hw_shape
@@ -66,12 +65,10 @@ class ConvFFN(BaseModule):
         for top in range(0, height, rows):
             bottom = min(top + rows, height)
             lo, hi = max(top - 1, 0), min(bottom + 1, height)
-            hidden = self.fc1(grid[:, lo:hi])
-            # Zero rows where the stripe meets the map's edge, halo rows elsewhere.
-            hidden = F.pad(hidden, (0, 0, 0, 0, int(top == 0), int(bottom == height)))
-            hidden = hidden.permute(0, 3, 1, 2)
-            hidden = F.conv2d(hidden, self.dwconv.weight, self.dwconv.bias, padding=(0, 1),
-                              groups=self.dwconv.groups).permute(0, 2, 3, 1)
+            # The conv's own zero padding is right at the map's edges; a halo
+            # row's output (wrong: its neighbour is missing) is dropped.
+            hidden = self.dwconv(self.fc1(grid[:, lo:hi]).permute(0, 3, 1, 2))
+            hidden = hidden.permute(0, 2, 3, 1)[:, top - lo:top - lo + bottom - top]
             out[:, top:bottom] = self.fc2(self.drop(self.act(hidden)))
         return out.reshape(bsz, height * width, -1)
 
