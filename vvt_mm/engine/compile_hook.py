@@ -30,7 +30,10 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 
-__all__ = ['TorchCompileHook', 'add_compile_hook', 'plain_param_groups']
+__all__ = ['INDUCTOR_CONFIG', 'TorchCompileHook', 'add_compile_hook', 'plain_param_groups']
+
+# torch._inductor.config settings the hook applies when the backend is inductor.
+INDUCTOR_CONFIG = dict(strict_output_strides=True)
 
 
 def plain_param_groups(optim_wrapper) -> int:
@@ -77,4 +80,5 @@ class TorchCompileHook(Hook):
             else 'inductor'
         if backend == 'inductor':
             import torch._inductor.config
-            torch._inductor.config.strict_output_strides = True
+            for key, value in INDUCTOR_CONFIG.items():
+                setattr(torch._inductor.config, key, value)
