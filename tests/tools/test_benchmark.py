@@ -1,6 +1,7 @@
 """tools/benchmark.py (vvt_mm.benchmark): the quick sweep writes its tables, CSV and plot;
 memory is honest; the deploy rows compare onnxruntime and torch.compile with eager."""
 import csv
+import ctypes
 import math
 import subprocess
 import sys
@@ -10,7 +11,15 @@ import pytest
 import torch
 
 from vvt_mm.benchmark import cli, deploy, report, suites
-from vvt_mm.benchmark.measurement import Clock, Meter, PeakMemory, Row
+from vvt_mm.benchmark.measurement import (
+    M_MMAP_THRESHOLD,
+    WALL_CLOCK,
+    Clock,
+    Meter,
+    PeakMemory,
+    Row,
+    run_case,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,6 +37,31 @@ def test_peak_memory_sees_a_known_cpu_allocation():
     assert 60 <= peak <= 80, peak
     # Freed memory went back to the kernel: a small call afterwards peaks small.
     assert mem.measure(lambda: torch.ones(1024).sum()) < 8
+
+
+@pytest.mark.parametrize('memory_only', [False, True], ids=['timed', 'memory_only'])
+def test_training_peak_counts_the_gradients_of_the_measured_call(memory_only):
+    """A 2048x2048 linear layer: 16 MiB of weight gradients, tiny activations.
+
+    Gradients left by earlier (warm-up or timed) calls must not be freed and
+    allocated again inside the measured call, where they would cancel out.
+    """
+    # Pinned (what the fresh-process children use): every large block is its
+    # own mapping, so a freed gradient leaves the resident set at once.
+    memory = PeakMemory(torch.device('cpu'), pinned=True)
+    try:
+        if not memory.available:
+            pytest.skip('/proc/self/clear_refs is not writable here')
+        meter = Meter(torch.device('cpu'), WALL_CLOCK, memory)
+        layer = torch.nn.Linear(2048, 2048, bias=False)
+        x = torch.randn(1, 2048)
+        row = run_case(Row('backbone', 'linear', 0, 0, 1), lambda: layer(x), [layer.weight],
+                       [], meter, repeats=1, memory_only=memory_only)
+    finally:
+        # glibc's setting after any unpinned measurement in this process
+        ctypes.CDLL('libc.so.6').mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+    assert 15 <= row.train_mem_mb <= 40, row.train_mem_mb
+    assert layer.weight.grad is None  # the case leaves no gradients behind
 
 
 def test_meter_times_with_the_clock_it_is_given():

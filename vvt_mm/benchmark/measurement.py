@@ -146,12 +146,16 @@ class Meter:
         return (self.clock.now() - start) * 1e3
 
     def time_and_memory(self, fn: Callable[[], object], repeats: int, warm: bool = False,
-                        budget_ms: float = 3000.0) -> tuple[float, float]:
+                        budget_ms: float = 3000.0,
+                        reset: Callable[[], None] | None = None) -> tuple[float, float]:
         """Best time (ms) over warmed-up calls, and the peak memory (MiB) of one call.
 
         One warm-up call (skipped when ``warm``: the same kernels already ran),
         then timed calls while the total stays under ``budget_ms`` (at least
         one, at most ``repeats + 1``), then one call measured for memory.
+        ``reset`` runs before that call, outside the measurement (e.g. dropping
+        the gradients of the timed calls, which the measured call would
+        otherwise free and allocate again, hiding them from its peak).
         """
         spent = 0.0 if warm else self.timed(fn)
         best = float('inf')
@@ -160,6 +164,8 @@ class Meter:
                 break
             took = self.timed(fn)
             best, spent = min(best, took), spent + took
+        if reset is not None:
+            reset()
         return best, self.memory.measure(fn)
 
 
@@ -215,9 +221,12 @@ def run_case(row: Row, forward: Callable[[], torch.Tensor | tuple], params: list
         clear_grads()
         forward_backward(forward)
 
+    # The training call's peak counts its gradients: each measured call starts
+    # without them (the warm-up's are dropped before the measurement starts).
     if memory_only:
         for name, fn in (('fwd_mem_mb', fwd), ('train_mem_mb', fwd_bwd)):
             fn()
+            clear_grads()
             setattr(row, name, meter.memory.measure(fn))
         clear_grads()
         return row
@@ -226,7 +235,7 @@ def run_case(row: Row, forward: Callable[[], torch.Tensor | tuple], params: list
         if train:
             # A slow forward has warmed up every kernel the backward needs too.
             row.fwd_bwd_ms, row.train_mem_mb = meter.time_and_memory(
-                fwd_bwd, repeats, warm=row.fwd_ms > 3000)
+                fwd_bwd, repeats, warm=row.fwd_ms > 3000, reset=clear_grads)
             clear_grads()
     except (RuntimeError, MemoryError) as err:  # e.g. CUDA OOM: record and go on
         row.note = f'failed: {str(err).splitlines()[0][:80]}'
