@@ -77,25 +77,8 @@ def _vicinity_forward_kernel(q_ptr, state_ptr, out_ptr, num_tokens, width, dim,
     a = (tokens // width).to(tl.float32) * row_scale
     b = (tokens % width).to(tl.float32) * col_scale
 
-    num = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-    den = tl.zeros((BLOCK_N, ), dtype=tl.float32)
-    mat_ok = chan_ok[:, None] & chan_ok[None, :]
-    for t in tl.static_range(4):
-        if t == 0:
-            weight = tl.cos(a)
-        elif t == 1:
-            weight = tl.sin(a)
-        elif t == 2:
-            weight = tl.cos(b)
-        else:
-            weight = tl.sin(b)
-        q_t = q * weight[:, None]
-        base = state_ptr + (bh * 4 + t) * dim * (dim + 1)
-        kv = tl.load(base + chans[:, None] * (dim + 1) + chans[None, :], mask=mat_ok, other=0.0)
-        k_sum = tl.load(base + chans * (dim + 1) + dim, mask=chan_ok, other=0.0)
-        num += tl.dot(q_t, kv, input_precision='ieee')
-        den += tl.sum(q_t * k_sum[None, :], axis=1)
-
+    num, den = _numerator_and_normaliser(q, a, b, state_ptr, bh, chans, chan_ok, dim,
+                                         BLOCK_N, BLOCK_D)
     z = 1.0 / (den + eps)
     if CLAMP:
         # z > 0 (den sums non-negative products), so abs_clamp(z) is a clamp and
@@ -124,6 +107,27 @@ def _angle_weight(a, b, T: tl.constexpr):
 
 
 @triton.jit
+def _numerator_and_normaliser(q, a, b, state_ptr, bh, chans, chan_ok, dim,
+                              BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """``sum_t (q w_t) KV_t`` and ``sum_t (q w_t) . ksum_t`` of a token block.
+
+    ``q``: the block's ReLU'd queries; ``w_t``: :func:`_angle_weight`; the
+    state of map ``bh`` holds ``KV_t`` and, in its last column, ``ksum_t``.
+    """
+    num = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    den = tl.zeros((BLOCK_N, ), dtype=tl.float32)
+    mat_ok = chan_ok[:, None] & chan_ok[None, :]
+    for t in tl.static_range(4):
+        q_t = q * _angle_weight(a, b, t)[:, None]
+        base = state_ptr + (bh * 4 + t) * dim * (dim + 1)
+        kv = tl.load(base + chans[:, None] * (dim + 1) + chans[None, :], mask=mat_ok, other=0.0)
+        k_sum = tl.load(base + chans * (dim + 1) + dim, mask=chan_ok, other=0.0)
+        num += tl.dot(q_t, kv, input_precision='ieee')
+        den += tl.sum(q_t * k_sum[None, :], axis=1)
+    return num, den
+
+
+@triton.jit
 def _vicinity_backward_kernel(q_ptr, grad_ptr, state_ptr, grad_q_ptr, grad_state_ptr,
                               num_tokens, width, dim, row_scale, col_scale, eps, lo, hi,
                               CLAMP: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -149,15 +153,8 @@ def _vicinity_backward_kernel(q_ptr, grad_ptr, state_ptr, grad_q_ptr, grad_state
     b = (tokens % width).to(tl.float32) * col_scale
 
     # Recompute the forward's numerator and normaliser.
-    num = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-    den = tl.zeros((BLOCK_N, ), dtype=tl.float32)
-    for t in tl.static_range(4):
-        q_t = q * _angle_weight(a, b, t)[:, None]
-        base = state_ptr + (bh * 4 + t) * dim * (dim + 1)
-        kv = tl.load(base + chans[:, None] * (dim + 1) + chans[None, :], mask=mat_ok, other=0.0)
-        k_sum = tl.load(base + chans * (dim + 1) + dim, mask=chan_ok, other=0.0)
-        num += tl.dot(q_t, kv, input_precision='ieee')
-        den += tl.sum(q_t * k_sum[None, :], axis=1)
+    num, den = _numerator_and_normaliser(q, a, b, state_ptr, bh, chans, chan_ok, dim,
+                                         BLOCK_N, BLOCK_D)
     z = 1.0 / (den + eps)
 
     # Through the clamps (see the separable forward for why this is the official
