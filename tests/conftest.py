@@ -39,6 +39,24 @@ def small_upernet_options(data_root: str, iters: int) -> list[str]:
     ]
 
 
+@pytest.fixture(scope='session')
+def one_block_upernet_text() -> str:
+    """A config: configs/upernet_vvt_t_ade20k.py with a one-block VVT of 16-128 channels.
+
+    The entry config's hooks, pipeline and schedule otherwise, no drop path or
+    dropout, no pretrained weights: distributed runs of it take seconds.
+    """
+    entry = ROOT / 'configs' / 'upernet_vvt_t_ade20k.py'
+    return f"""_base_ = [{str(entry)!r}]
+model = dict(
+    backbone=dict(arch=dict(_delete_=True, embed_dims=[16, 32, 64, 128], num_heads=[1, 1, 2, 4],
+                            depths=[1, 1, 1, 1], mlp_ratios=[2, 2, 2, 2]),
+                  drop_path_rate=0.0, init_cfg=None),
+    decode_head=dict(in_channels=[16, 32, 64, 128], dropout_ratio=0.0),
+    auxiliary_head=dict(in_channels=64, dropout_ratio=0.0))
+"""
+
+
 @dataclass
 class TrainedRun:
     config: Path

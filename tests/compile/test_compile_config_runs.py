@@ -21,15 +21,6 @@ import pytest
 from vvt_mm.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-ENTRY = ROOT / 'configs' / 'upernet_vvt_t_ade20k.py'
-TINY = f"""_base_ = [{str(ENTRY)!r}]
-model = dict(
-    backbone=dict(arch=dict(_delete_=True, embed_dims=[16, 32, 64, 128], num_heads=[1, 1, 2, 4],
-                            depths=[1, 1, 1, 1], mlp_ratios=[2, 2, 2, 2]),
-                  drop_path_rate=0.0, init_cfg=None),
-    decode_head=dict(in_channels=[16, 32, 64, 128], dropout_ratio=0.0),
-    auxiliary_head=dict(in_channels=64, dropout_ratio=0.0))
-"""
 ITERS = 2
 COMPILED = 'Model has been "compiled"'  # mmengine's log line once it wraps train_step
 
@@ -57,9 +48,9 @@ def run(cmd: list[str], cwd: Path, **extra_env: str) -> str:
 
 
 @pytest.fixture(scope='module')
-def tiny_config(tmp_path_factory) -> Path:
+def tiny_config(tmp_path_factory, one_block_upernet_text) -> Path:
     path = tmp_path_factory.mktemp('cfg') / 'tiny_upernet_vvt.py'
-    path.write_text(TINY)
+    path.write_text(one_block_upernet_text)
     return path
 
 

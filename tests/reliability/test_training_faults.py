@@ -2,7 +2,8 @@
 the same job on two "nodes" and on Slurm.
 
 Every run trains configs/upernet_vvt_t_ade20k.py with a 4-stage VVT of 16-128
-channels (``TINY``; the config's hooks, pipeline and schedule otherwise) and
+channels (conftest's ``one_block_upernet_text``: the config's hooks, pipeline and
+schedule otherwise) and
 conftest's tiny options, lr 1e-3 so the losses move, no drop path or dropout
 (mmengine does not checkpoint the torch RNG, so their masks after a resume are
 other draws), for 6 iterations on 2 gloo processes, checkpoint every 2, seed 0;
@@ -52,14 +53,6 @@ from vvt_mm.testing import free_port, logged_scalars, run_dirs
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 ENTRY = ROOT / 'configs' / 'upernet_vvt_t_ade20k.py'
-TINY = f"""_base_ = [{str(ENTRY)!r}]
-model = dict(
-    backbone=dict(arch=dict(_delete_=True, embed_dims=[16, 32, 64, 128], num_heads=[1, 1, 2, 4],
-                            depths=[1, 1, 1, 1], mlp_ratios=[2, 2, 2, 2]),
-                  drop_path_rate=0.0, init_cfg=None),
-    decode_head=dict(in_channels=[16, 32, 64, 128], dropout_ratio=0.0),
-    auxiliary_head=dict(in_channels=64, dropout_ratio=0.0))
-"""
 ITERS, INTERVAL, FAULT_AFTER = 6, 2, 3
 TIMEOUT = 600
 
@@ -121,7 +114,7 @@ def entry_hooks() -> tuple[dict, ...]:
 
 
 def tiny(tmp: Path) -> Path:
-    """The module's config: ``TINY``, written by the ``scenarios`` fixture."""
+    """The module's config: ``one_block_upernet_text``, written by ``scenarios``."""
     return tmp / 'tiny.py'
 
 
@@ -159,6 +152,26 @@ def new_run(work_dir: Path, before: set[Path]) -> Path:
     return run_dir
 
 
+def wait_for_exit(s: Scenario, proc: subprocess.Popen, log: Path,
+                  ranks: tuple[str, ...]) -> None:
+    """After a fault: the launcher and ``ranks`` gone (at most 120 s), the time it took
+    (``exit_s``) and the checkpoints left behind."""
+    start = time.monotonic()
+    finish(proc, log, 'train', s, timeout=120)
+    while any(alive(s.pids[r]) for r in ranks) and time.monotonic() - start < 120:
+        time.sleep(0.1)
+    s.exit_s = time.monotonic() - start
+    s.extra['checkpoints'] = sorted(p.name for p in s.work_dir.glob('*.pth'))
+
+
+def resume(s: Scenario, tmp: Path, options: list[str], name: str) -> None:
+    """``--resume`` in the scenario's work dir, the uninterrupted config; its run dir."""
+    before = run_dirs(s.work_dir)
+    run(dist_train(tiny(tmp), 2, s.work_dir, options, '--resume'), tmp / f'{name}_resume.log',
+        'resume', s, PORT=str(free_port()))
+    s.extra['resumed_run'] = new_run(s.work_dir, before)
+
+
 # --- the scenarios --------------------------------------------------------------------
 
 
@@ -181,16 +194,8 @@ def killed(tmp: Path, options: list[str]) -> Scenario:
     s.pids = {f'rank{r}': int((marks / f'rank{r}').read_text()) for r in (0, 1)}
     time.sleep(1)  # rank 0 is in iteration 4 now, waiting for rank 1's gradients
     os.kill(s.pids['rank1'], signal.SIGKILL)
-    start = time.monotonic()
-    finish(proc, log, 'train', s, timeout=120)
-    while alive(s.pids['rank0']) and time.monotonic() - start < 120:
-        time.sleep(0.1)
-    s.exit_s = time.monotonic() - start
-    s.extra['checkpoints'] = sorted(p.name for p in s.work_dir.glob('*.pth'))
-    before = run_dirs(s.work_dir)
-    run(dist_train(tiny(tmp), 2, s.work_dir, options, '--resume'), tmp / 'killed_resume.log',
-        'resume', s, PORT=str(free_port()))
-    s.extra['resumed_run'] = new_run(s.work_dir, before)
+    wait_for_exit(s, proc, log, ranks=('rank0', ))
+    resume(s, tmp, options, 'killed')
     return s
 
 
@@ -206,17 +211,9 @@ def terminated(tmp: Path, options: list[str]) -> Scenario:
              'terminated run')
     s.pids = {f'rank{r}': int((marks / f'rank{r}').read_text()) for r in (0, 1)}
     proc.send_signal(signal.SIGTERM)  # dist_train.sh execs torchrun: this is the launcher
-    start = time.monotonic()
-    finish(proc, log, 'train', s, timeout=120)
-    while any(alive(p) for p in s.pids.values()) and time.monotonic() - start < 120:
-        time.sleep(0.1)
-    s.exit_s = time.monotonic() - start
-    s.extra['checkpoints'] = sorted(p.name for p in s.work_dir.glob('*.pth'))
+    wait_for_exit(s, proc, log, ranks=('rank0', 'rank1'))
     s.extra['last_checkpoint'] = (s.work_dir / 'last_checkpoint').read_text().strip()
-    before = run_dirs(s.work_dir)
-    run(dist_train(tiny(tmp), 2, s.work_dir, options, '--resume'), tmp / 'terminated_resume.log',
-        'resume', s, PORT=str(free_port()))
-    s.extra['resumed_run'] = new_run(s.work_dir, before)
+    resume(s, tmp, options, 'terminated')
     return s
 
 
@@ -312,9 +309,10 @@ def slurm(tmp: Path, options: list[str]) -> Scenario:
 
 
 @pytest.fixture(scope='module')
-def scenarios(tmp_path_factory, tiny_ade20k, upernet_options) -> dict[str, Future]:
+def scenarios(tmp_path_factory, tiny_ade20k, upernet_options,
+              one_block_upernet_text) -> dict[str, Future]:
     tmp = tmp_path_factory.mktemp('dist_faults')
-    tiny(tmp).write_text(TINY)
+    tiny(tmp).write_text(one_block_upernet_text)
     options = [*upernet_options(tiny_ade20k, ITERS), 'optim_wrapper.optimizer.lr=0.001',
                'param_scheduler.0.start_factor=1.0']
     entry_hooks()
