@@ -22,6 +22,8 @@ from torch import Tensor
 from vvt_mm.ops.vicinity_reference import official_constants, vicinity_attention_reference
 from vvt_mm.ops.vicinity_separable import vicinity_attention_separable
 
+from ..layers.tracing import is_exporting
+
 __all__ = ['IMPLS', 'SMALL_MAP_TOKENS', 'SMALL_MAP_TOKENS_NO_GRAD', 'choose_vicinity_impl',
            'triton_available', 'vicinity_attention']
 
@@ -51,14 +53,10 @@ def triton_available(t: Tensor) -> bool:
     return vicinity_triton.kernels_disabled() is None
 
 
-def _exporting() -> bool:
-    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
-
-
 def choose_vicinity_impl(q: Tensor, k: Tensor, v: Tensor, q_hw: tuple[int, int],
                          kv_hw: tuple[int, int] | None) -> str:
     """The implementation ``impl='auto'`` runs for these inputs."""
-    if _exporting():
+    if is_exporting():
         return 'reference'
     if triton_available(q):
         return 'triton'

@@ -7,6 +7,8 @@ from mmcv.cnn import build_activation_layer
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from .tracing import is_exporting
+
 
 class ConvFFN(BaseModule):
     """``fc1 -> depthwise 3x3 conv (with bias) -> act -> fc2`` on a token grid.
@@ -45,7 +47,7 @@ class ConvFFN(BaseModule):
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         big = x.shape[1] * self.fc1.out_features > self.stripe_elements
         if (big and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and
-                not torch.compiler.is_exporting() and not torch.onnx.is_in_onnx_export()):
+                not is_exporting()):
             return self._forward_in_stripes(x, hw_shape)
         return self._forward(x, hw_shape)
 
