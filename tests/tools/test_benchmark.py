@@ -45,7 +45,14 @@ def test_training_peak_counts_the_gradients_of_the_measured_call(memory_only):
 
     Gradients left by earlier (warm-up or timed) calls must not be freed and
     allocated again inside the measured call, where they would cancel out.
+    Nor may the call be served from free heap that is still resident: earlier
+    tests in this process leave some, made here on purpose.
     """
+    libc = ctypes.CDLL('libc.so.6')
+    libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's steady state
+    freed = [torch.ones(5 * 1024 * 1024) for _ in range(8)]  # 20 MiB heap blocks, touched
+    fences = [torch.ones(64) for _ in freed]  # keep the heap from shrinking past them
+    del freed
     # Pinned (what the fresh-process children use): every large block is its
     # own mapping, so a freed gradient leaves the resident set at once.
     memory = PeakMemory(torch.device('cpu'), pinned=True)
@@ -59,7 +66,8 @@ def test_training_peak_counts_the_gradients_of_the_measured_call(memory_only):
                        [], meter, repeats=1, memory_only=memory_only)
     finally:
         # glibc's setting after any unpinned measurement in this process
-        ctypes.CDLL('libc.so.6').mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+        libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+    del fences
     assert 15 <= row.train_mem_mb <= 40, row.train_mem_mb
     assert layer.weight.grad is None  # the case leaves no gradients behind
 
