@@ -91,7 +91,11 @@ def _blocks(groups: int, rows: int, row_elements: int):
         for g in range(0, groups, step):
             yield slice(g, min(g + step, groups)), slice(0, rows)
         return
-    step = max(1, BLOCK_ELEMENTS // max(row_elements, 1))
+    # Equal slabs (128 rows at most 41 per slab: 4 x 32, not 41, 41, 41, 5):
+    # a thin last slab runs its GEMMs at a fraction of the rate.
+    most = max(1, BLOCK_ELEMENTS // max(row_elements, 1))
+    slabs = -(-rows // most)
+    step = -(-rows // slabs)
     for g in range(groups):
         for r in range(0, rows, step):
             yield slice(g, g + 1), slice(r, min(r + step, rows))
@@ -122,9 +126,10 @@ def _by_column(x: Tensor) -> Tensor:
 
 def _weigh(trig: Tensor, mats: Tensor) -> Tensor:
     """``trig[u, 0] * mats[g, 0] + trig[u, 1] * mats[g, 1]``: ``(G, U, d, e)``."""
-    # Broadcasting, not einsum: a K=2 matmul is a slow GEMM shape.
-    return (trig[:, 0, None, None] * mats[:, None, 0]).add_(trig[:, 1, None, None] *
-                                                           mats[:, None, 1])
+    # Broadcasting, not einsum: a K=2 matmul is a slow GEMM shape; addcmul_
+    # adds the second term without materialising it.
+    return torch.mul(trig[:, 0, None, None], mats[:, None, 0]).addcmul_(
+        trig[:, 1, None, None], mats[:, None, 1])
 
 
 def _grid_matmul(x: Tensor, row_mats: Tensor, col_mats: Tensor,
@@ -231,8 +236,10 @@ def _separable_forward(q: Tensor, k: Tensor, v: Tensor, clamp: bool, eps: float,
     z_keep = q.new_empty(groups, rows, cols, 1)
     z_grad = q.new_empty(groups, rows, cols, 1) if keep else _nothing(q)
     masks = clamp and keep
-    keep_out = torch.empty_like(out, dtype=torch.bool) if masks else _nothing(q, torch.bool)
-    keep_num = torch.empty_like(out, dtype=torch.bool) if masks else _nothing(q, torch.bool)
+    # 0/1 bytes, not bools: on CPU a float times a uint8 tensor runs 3-20x
+    # faster than times a bool one (bools take a slow type-promotion path).
+    keep_out = torch.empty_like(out, dtype=torch.uint8) if masks else _nothing(q, torch.uint8)
+    keep_num = torch.empty_like(out, dtype=torch.uint8) if masks else _nothing(q, torch.uint8)
     row_trig = _trig(rows, q)
     col_mats = _weigh(_trig(cols, q), state[:, 2:])  # P_r
     for gs, rs in _blocks(groups, rows, cols * (dim + 1)):
@@ -271,8 +278,8 @@ def _separable_forward_fake(q, k, v, clamp, eps, keep):
     mask = q.new_empty(groups, 4, dim, dim, dtype=torch.bool) if clamp else \
         _nothing(q, torch.bool)
     per_token = (groups, rows, cols)
-    keep_masks = [q.new_empty(*per_token, dim, dtype=torch.bool) if clamp and keep else
-                  _nothing(q, torch.bool) for _ in range(2)]
+    keep_masks = [q.new_empty(*per_token, dim, dtype=torch.uint8) if clamp and keep else
+                  _nothing(q, torch.uint8) for _ in range(2)]
     return (q.new_empty(*per_token, dim), q.new_empty(groups, 4, dim, dim + 1), mask,
             q.new_empty(*per_token, 1), q.new_empty(*per_token, 1) if keep else _nothing(q),
             *keep_masks)
@@ -297,7 +304,7 @@ def _separable_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, state
         grad, z = grad_out[gs, rs], z_keep[gs, rs]
         grad_prod = grad.new_empty(grad.shape[:-1] + (dim + 1, ))
         if keep_out.numel():
-            grad = grad * keep_out[gs, rs]
+            grad = torch.mul(grad, keep_out[gs, rs], out=torch.empty_like(grad))
             torch.mul(grad, keep_num[gs, rs], out=grad_prod[..., :dim])
             grad_prod[..., :dim].mul_(z)
         else:
