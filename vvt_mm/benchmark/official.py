@@ -12,6 +12,9 @@
   ``tools/analysis/get_flops.py``'s convention (mmengine's ``FlopAnalyzer``,
   fvcore: one multiply-add = one FLOP, element-wise ops uncounted, attention
   in the paper's ``N x 4d`` formulation) over its eager forward time.
+* a bound: the linear and conv layers' multiply-adds at that rate
+  (:func:`dense_floor_ms`) are a time no implementation goes below, so the
+  official-structure time over it is the largest speed-up this machine allows.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from .measurement import Meter, Row, forward_backward
 from .suites import Progress
 
 __all__ = ['OURS', 'OFFICIAL', 'GEMM_RATE', 'MAC_CONVENTION', 'gemm_rate_row',
-           'forward_macs', 'official_suite']
+           'forward_macs', 'macs_breakdown', 'dense_floor_ms', 'official_suite']
 
 OURS, OFFICIAL = 'VVT-S(ours)', 'VVT-S(official structure)'
 GEMM_RATE = 'GEMM 1024^3 fp32'
@@ -52,6 +55,12 @@ def gemm_rate_row(meter: Meter, side: int = 1024, tries: int = 8) -> Row:
 
 def forward_macs(arch: str | dict, size: int) -> int:
     """Multiply-adds of one ``size x size`` VVT forward in get_flops' convention."""
+    return macs_breakdown(arch, size)['total']
+
+
+def macs_breakdown(arch: str | dict, size: int) -> dict[str, int]:
+    """Forward multiply-adds of a ``size x size`` VVT: ``total`` (get_flops' count),
+    ``dense`` (its linear and conv layers) and ``stem`` (the first patch embedding)."""
     from mmengine.analysis import FlopAnalyzer
 
     from vvt_mm.models.backbones.vvt import VVT
@@ -59,7 +68,23 @@ def forward_macs(arch: str | dict, size: int) -> int:
     analyzer = FlopAnalyzer(model, (torch.zeros(1, 3, size, size), ))
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with torch.no_grad():
-        return int(analyzer.total())
+        total = int(analyzer.total())
+    by_op = analyzer.by_operator()
+    return dict(total=total, dense=int(by_op.get('linear', 0) + by_op.get('conv', 0)),
+                stem=int(analyzer.by_module()['stages.0.patch_embed.proj']))
+
+
+def dense_floor_ms(macs: dict[str, float], macs_per_s: float) -> tuple[float, float]:
+    """Least time of the linear and conv layers alone at the machine's GEMM rate, in ms.
+
+    Every implementation of VVT-S does these multiply-adds (the official model
+    too), and no layer runs faster than the large GEMM. Forward: ``dense``.
+    Forward+backward: each layer's weight gradient and input gradient cost
+    its forward again, except the stem's input gradient (the image needs
+    none): ``3 dense - stem``.
+    """
+    fwd = macs['dense'] / macs_per_s * 1e3
+    return fwd, (3 * macs['dense'] - macs['stem']) / macs_per_s * 1e3
 
 
 def _interleaved(fns: dict[str, Callable[[], object]], meter: Meter, budget_s: float,
@@ -89,7 +114,7 @@ def official_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -
     rows: list[Row] = []
     for size in args.official_sizes:
         progress(f'official: building VVT-S pair, counting multiply-adds @ {size}px')
-        macs = forward_macs(args.official_arch, size)
+        macs = macs_breakdown(args.official_arch, size)
         ours, official = official_structure_pair(args.official_arch, seed=0)
         ours, official = ours.to(meter.device).train(), official.to(meter.device).train()
         img = torch.randn(args.official_batch, 3, size, size,
@@ -112,7 +137,9 @@ def official_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -
             row = Row('official', name, size, (size // 4)**2, args.official_batch,
                       fwd_ms=best[f'{name} fwd'], fwd_bwd_ms=best[f'{name} fwd_bwd'],
                       note=args.official_label)
-            row.extra['macs'] = macs * args.official_batch
+            row.extra['macs'] = macs['total'] * args.official_batch
+            row.extra['dense_macs'] = macs['dense'] * args.official_batch
+            row.extra['stem_macs'] = macs['stem'] * args.official_batch
             rows.append(row)
             model.zero_grad(set_to_none=True)
         del ours, official, models, calls

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .deploy import EAGER, ONNXRUNTIME, compiled_name
 from .measurement import Row
-from .official import GEMM_RATE, MAC_CONVENTION, OFFICIAL, OURS
+from .official import GEMM_RATE, MAC_CONVENTION, OFFICIAL, OURS, dense_floor_ms
 from .suites import GEMM_FLOOR
 
 __all__ = ['fmt', 'ratio', 'table', 'comparison', 'fit_line', 'target_checks', 'faster',
@@ -157,9 +157,17 @@ def official_checks(rows: list[Row]) -> list[str]:
             continue
         what = f'{ours.note} at {size}^2' if ours.note else f'{size}^2'
         fwd, both = ratio(off.fwd_ms, ours.fwd_ms), ratio(off.fwd_bwd_ms, ours.fwd_bwd_ms)
-        lines.append(f'{what} vs the official structure, eager: forward {fwd:.2f}x '
-                     f'(need >= 1.5) {verdict(fwd >= 1.5)}; forward+backward {both:.2f}x '
-                     f'(need >= 2.2) {verdict(both >= 2.2)}')
+        line = (f'{what} vs the official structure, eager: forward {fwd:.2f}x '
+                f'(need >= 1.5) {verdict(fwd >= 1.5)}; forward+backward {both:.2f}x '
+                f'(need >= 2.2) {verdict(both >= 2.2)}')
+        if gemm and 'dense_macs' in ours.extra:
+            floor_fwd, floor_both = dense_floor_ms(
+                dict(dense=ours.extra['dense_macs'], stem=ours.extra['stem_macs']),
+                gemm.extra['macs_per_s'])
+            line += (f' [its linear and conv layers alone at the GEMM rate: {floor_fwd:.0f} / '
+                     f'{floor_both:.0f} ms, so at most {ratio(off.fwd_ms, floor_fwd):.2f}x / '
+                     f'{ratio(off.fwd_bwd_ms, floor_both):.2f}x on this BLAS]')
+        lines.append(line)
         if gemm:
             macs = ours.extra.get('macs', float('nan'))
             rate = gemm.extra['macs_per_s']
