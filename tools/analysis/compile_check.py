@@ -6,8 +6,11 @@
 For each family (the published arch) this prints the graphs and graph breaks
 ``torch._dynamo.explain`` finds, then compiles with ``dynamic=True`` and
 counts the compiles over three input sizes (1 means one graph serves every
-size). The backend is ``aot_eager`` by default: dynamo and AOTAutograd decide
-both counts, code generation does not. Speed and inductor compile time of
+size) with the guard that failed for each further one. A square first size
+makes dynamo assume ``H == W`` (duck sizing), so a non-square size compiles
+again; the default sizes start square to show it. The backend is
+``aot_eager`` by default: dynamo and AOTAutograd decide both counts, code
+generation does not. Speed and inductor compile time of
 VVT-S are the deploy suite of ``tools/benchmark.py``::
 
     python tools/benchmark.py --suites deploy --deploy-size 512 --compile-backend inductor
@@ -15,12 +18,14 @@ VVT-S are the deploy suite of ``tools/benchmark.py``::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch._dynamo
 from torch import nn
+from torch._dynamo import convert_frame
 from torch._dynamo.utils import counters
 
 
@@ -60,9 +65,35 @@ def run(model: nn.Module, x: torch.Tensor, train: bool) -> None:
             sum(o.float().sum() for o in outs).backward()
 
 
+@contextlib.contextmanager
+def recompile_reasons() -> Iterator[list[str]]:
+    """Collect the guard failures that made dynamo compile again.
+
+    Wraps dynamo's own reason lookup (``torch._dynamo.convert_frame``, torch
+    2.x); yields an empty list if that function is not there.
+    """
+    reasons: list[str] = []
+    lookup = getattr(convert_frame, 'get_and_maybe_log_recompilation_reasons', None)
+    if lookup is None:
+        yield reasons
+        return
+
+    def recording(*args, **kwargs):
+        found = lookup(*args, **kwargs)
+        reasons.extend(line for reason in found for line in reason.splitlines())
+        return found
+
+    convert_frame.get_and_maybe_log_recompilation_reasons = recording
+    try:
+        yield reasons
+    finally:
+        convert_frame.get_and_maybe_log_recompilation_reasons = lookup
+
+
 def check(build: Callable[[], nn.Module], train: bool, sizes: list[tuple[int, int]],
           batch: int, backend: str) -> dict:
-    """Graphs and breaks (explain, first size); compiles and seconds over ``sizes``."""
+    """Graphs and breaks (explain, first size); compiles, their causes and seconds over
+    ``sizes``."""
     torch.manual_seed(0)
     model = build().train(train)
     torch._dynamo.reset()
@@ -72,12 +103,14 @@ def check(build: Callable[[], nn.Module], train: bool, sizes: list[tuple[int, in
     counters.clear()
     compiled = torch.compile(model, backend=backend, dynamic=True)
     seconds = []
-    for h, w in sizes:
-        start = time.perf_counter()
-        run(compiled, torch.randn(batch, 3, h, w), train)
-        seconds.append(time.perf_counter() - start)
+    with recompile_reasons() as recompiles:
+        for h, w in sizes:
+            start = time.perf_counter()
+            run(compiled, torch.randn(batch, 3, h, w), train)
+            seconds.append(time.perf_counter() - start)
     return dict(graphs=explained.graph_count, breaks=explained.graph_break_count,
                 reasons=[str(b.reason) for b in explained.break_reasons],
+                recompiles=list(dict.fromkeys(recompiles)),
                 compiles=counters['stats']['unique_graphs'],
                 first_s=seconds[0], later_s=max(seconds[1:]))
 
@@ -98,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
                   f'{r["compiles"]:>8} {r["first_s"]:>12.1f} {r["later_s"]:>15.2f}', flush=True)
             for reason in r['reasons']:
                 print(f'    break: {reason}')
+            for reason in r['recompiles']:
+                print(f'    compiled again: {reason}')
 
 
 if __name__ == '__main__':
