@@ -59,8 +59,13 @@ def runner(tmp_path, compile_cfg, hooks=()) -> Runner:
 
 @pytest.fixture(autouse=True)
 def fresh_dynamo():
+    """Each case compiles from scratch; the process-wide settings a hook makes are undone."""
+    import torch._inductor.config as inductor_config
+    import torch.fx.experimental._config as fx_config
     torch._dynamo.reset()
-    yield
+    with fx_config.patch(use_duck_shape=fx_config.use_duck_shape), \
+            inductor_config.patch(strict_output_strides=inductor_config.strict_output_strides):
+        yield
     torch._dynamo.reset()
 
 
@@ -109,9 +114,34 @@ def test_the_hook_is_inert_without_compile_and_added_only_when_missing():
                                                 (dict(backend='aot_eager'), False)])
 def test_the_hook_asks_inductor_for_exact_output_strides(compile_cfg, strict):
     import torch._inductor.config as inductor_config
+    import torch.fx.experimental._config as fx_config
     fake_runner = SimpleNamespace(cfg=Config(dict(compile=compile_cfg)),
                                   optim_wrapper=OptimWrapper(torch.optim.SGD(
                                       nn.Linear(1, 1).parameters(), lr=0.1)))
-    with inductor_config.patch(strict_output_strides=False):
+    # torch's config modules restore their own patches (pytest's monkeypatch
+    # deletes such a setting on undo).
+    with inductor_config.patch(strict_output_strides=False), \
+            fx_config.patch(use_duck_shape=True):
         TorchCompileHook().before_train(fake_runner)
         assert inductor_config.strict_output_strides is strict
+        assert fx_config.use_duck_shape is False  # any backend
+
+
+def test_without_duck_sizing_a_square_then_a_non_square_image_share_one_graph():
+    """What the hook's duck-sizing switch buys: no second compile after a square crop."""
+    import torch._dynamo
+    import torch.fx.experimental._config as fx_config
+    from torch._dynamo.utils import counters
+
+    def image_means(x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+    for duck, compiles in ((True, 2), (False, 1)):
+        torch._dynamo.reset()
+        counters.clear()
+        compiled = torch.compile(image_means, backend='eager', dynamic=True)
+        with fx_config.patch(use_duck_shape=duck):
+            for h, w in ((32, 32), (32, 48)):
+                compiled(torch.randn(2, 3, h, w))
+        assert counters['stats']['unique_graphs'] == compiles, (duck, dict(counters['stats']))
+    torch._dynamo.reset()

@@ -16,7 +16,8 @@ With the inductor backend (the default) it also sets inductor's
 second input size under the default automatic dynamic), inductor (torch
 2.14) fails to order the symbolic strides of views it saves for backward
 (``cannot determine truth value of Relational``); exact strides need no
-ordering.
+ordering. With any backend it turns off dynamo's duck sizing (see
+``before_train``).
 
     custom_hooks = [dict(type='TorchCompileHook')]
 
@@ -76,6 +77,11 @@ class TorchCompileHook(Hook):
             print_log(f'compile: {count} optimizer param group(s) made plain dicts '
                       '(dynamo cannot trace an optimizer step over ConfigDict groups)',
                       logger='current')
+        # Our backbones take any H and W, but dynamo's duck sizing gives equal
+        # sizes one symbol: a square first batch ties H to W, and the first
+        # non-square input (multi-scale resize, another aspect) compiles again.
+        import torch.fx.experimental._config as fx_config
+        fx_config.use_duck_shape = False
         backend = compile_cfg.get('backend', 'inductor') if isinstance(compile_cfg, dict) \
             else 'inductor'
         if backend == 'inductor':
