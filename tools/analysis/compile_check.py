@@ -8,7 +8,8 @@ For each family (the published arch) this prints the graphs and graph breaks
 counts the compiles over three input sizes (1 means one graph serves every
 size) with the guard that failed for each further one. A square first size
 makes dynamo assume ``H == W`` (duck sizing), so a non-square size compiles
-again; the default sizes start square to show it. The backend is
+again; the default sizes start square to show it (``--no-duck-shape``:
+what :class:`~vvt_mm.engine.TorchCompileHook` sets for ``compile=True``). The backend is
 ``aot_eager`` by default: dynamo and AOTAutograd decide both counts, code
 generation does not. Speed and inductor compile time of
 VVT-S are the deploy suite of ``tools/benchmark.py``::
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 import torch._dynamo
+import torch.fx.experimental._config as fx_config
 from torch import nn
 from torch._dynamo import convert_frame
 from torch._dynamo.utils import counters
@@ -51,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--batch', type=int, default=1)
     p.add_argument('--backend', default='aot_eager')
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--duck-shape', action=argparse.BooleanOptionalAction, default=True,
+                   help="dynamo's duck sizing (torch's default); --no-duck-shape is what "
+                   'TorchCompileHook sets for compile=True training')
     args = p.parse_args(argv)
     if len(args.sizes) % 2:
         p.error('--sizes takes H W pairs')
@@ -120,13 +125,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     families = _families()
     sizes = ', '.join(f'{h}x{w}' for h, w in args.sizes)
-    print(f'torch {torch.__version__}, backend {args.backend}, dynamic=True, batch '
-          f'{args.batch}, sizes {sizes}, {torch.get_num_threads()} threads')
+    print(f'torch {torch.__version__}, backend {args.backend}, dynamic=True, duck sizing '
+          f'{"on" if args.duck_shape else "off"}, batch {args.batch}, sizes {sizes}, '
+          f'{torch.get_num_threads()} threads')
     print(f'{"family":<12} {"mode":<5} {"graphs":>6} {"breaks":>6} {"compiles":>8} '
           f'{"first call s":>12} {"slowest later s":>15}')
     for name in args.families:
         for mode in args.modes:
-            r = check(families[name], mode == 'train', args.sizes, args.batch, args.backend)
+            with fx_config.patch(use_duck_shape=args.duck_shape):
+                r = check(families[name], mode == 'train', args.sizes, args.batch,
+                          args.backend)
             print(f'{name:<12} {mode:<5} {r["graphs"]:>6} {r["breaks"]:>6} '
                   f'{r["compiles"]:>8} {r["first_s"]:>12.1f} {r["later_s"]:>15.2f}', flush=True)
             for reason in r['reasons']:
