@@ -135,6 +135,17 @@ def test_backbone_compiles_to_one_dynamic_graph_equal_to_eager(name, train):
     check_compiled_like_eager(BACKBONES[name](), train)
 
 
+@pytest.mark.parametrize('name', ['LocalViT', 'LocalViTPVT'])
+def test_the_stored_position_grid_and_other_sizes_share_one_graph(name):
+    """First at the size the position embeddings were made for (64 px: no resize in
+    eager), then at two others. Without duck sizing, as TorchCompileHook runs:
+    with it the square first size alone would tie H to W."""
+    import torch.fx.experimental._config as fx_config
+    with fx_config.patch(use_duck_shape=False):
+        check_compiled_like_eager(BACKBONES[name](), train=False,
+                                  sizes=[(64, 64), (64, 96), (96, 80)])
+
+
 def test_the_mixer_cases_cover_every_registered_mixer():
     registered = {min(aliases, key=len) for aliases in attention_names().values()}
     assert registered == {*MIXERS, 'vicinity'}

@@ -29,11 +29,13 @@ def resize_pos_embed(pos_embed: Tensor, src_hw: tuple[int, int], dst_hw: tuple[i
 
     The extra (class) tokens' embeddings are kept as they are. A no-op when the
     grid already has the requested size, so the pretraining resolution runs
-    the exact official computation. While exporting it always resizes (the
-    same values: a resize to the same size is the identity), so the graph
-    does not specialise to whether the traced grid was the stored one.
+    the exact official computation. While exporting or compiling it always
+    resizes (the same values: a bicubic resize to the same size is the
+    identity, bit for bit), so the graph does not specialise to whether the
+    traced grid was the stored one (dynamo would compile again for the other).
     """
-    if not torch.compiler.is_exporting() and tuple(src_hw) == tuple(dst_hw):
+    tracing = torch.compiler.is_exporting() or torch.compiler.is_compiling()
+    if not tracing and tuple(src_hw) == tuple(dst_hw):
         return pos_embed
     extra, grid = pos_embed[:, :num_extra_tokens], pos_embed[:, num_extra_tokens:]
     grid = F.interpolate(nlc_to_nchw(grid, src_hw), size=tuple(dst_hw), mode=mode,
