@@ -157,7 +157,8 @@ def test_every_vvt_token_mixer_compiles_to_one_dynamic_graph_equal_to_eager(mixe
     check_compiled_like_eager(build_mixer_vvt(mixer), train)
 
 
-def test_inductor_compiles_a_vvt_whose_outputs_and_gradients_equal_eager():
+def test_inductor_compiles_a_vvt_whose_outputs_and_gradients_equal_eager(tmp_path,
+                                                                        monkeypatch):
     """Generated code, not just tracing: the separable op sits in inductor's graph.
 
     With the inductor settings of :class:`~vvt_mm.engine.TorchCompileHook`
@@ -171,6 +172,10 @@ def test_inductor_compiles_a_vvt_whose_outputs_and_gradients_equal_eager():
     whatever the model; ``aot_eager`` above compiles the same backward graph
     once for every size.
     """
+    # A cache of its own: inductor's on-disk caches (/tmp/torchinductor_<user>)
+    # are not keyed on a custom op's fake function, so code compiled against an
+    # older version of ours (bool clamp masks, now uint8) would be reused.
+    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path / 'inductor_cache'))
     model = VVT(arch=VVT2_ARCH, out_indices=(0, 1), drop_path_rate=0.)
     with torch._inductor.config.patch(INDUCTOR_CONFIG):
         check_compiled_like_eager(model, train=False, backend='inductor')
