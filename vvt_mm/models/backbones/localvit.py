@@ -22,6 +22,9 @@ from ..layers.token_grid import nchw_to_nlc, nlc_to_nchw
 from .base import StagedBackbone, vit_init
 from .utils import check_out_type, normalize_out_indices
 
+# The token LayerNorms of DeiT and PVT (and so of both LocalViT backbones).
+NORM_CFG = dict(type='LN', eps=1e-6)
+
 
 def resize_pos_embed(pos_embed: Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int],
                      num_extra_tokens: int, mode: str = 'bicubic') -> Tensor:
@@ -82,7 +85,7 @@ class LocalViTBlock(BaseModule):
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
-        self.norm1 = build_norm_layer(norm_cfg or dict(type='LN', eps=1e-6), embed_dims)[1]
+        self.norm1 = build_norm_layer(norm_cfg or NORM_CFG, embed_dims)[1]
         self.attn = build_attention(attn_cfg or dict(type='softmax', qkv_bias=True),
                                     embed_dims=embed_dims, num_heads=num_heads)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -148,6 +151,8 @@ class LocalViT(StagedBackbone):
         final_norm: apply the final LayerNorm to the last block's output.
         interpolate_mode: position-embedding resize mode.
         drop_path_rate: stochastic depth, linearly increasing over blocks.
+        norm_cfg: the blocks' ``norm1`` and the final norm (official: LayerNorm,
+            eps 1e-6).
         ffn_norm_cfg: BatchNorm config of the FFNs (``SyncBN`` for dense tasks).
         with_cp: activation checkpointing of every block.
         pretrained: deprecated, use ``init_cfg``.
@@ -186,6 +191,7 @@ class LocalViT(StagedBackbone):
                  final_norm: bool = True,
                  interpolate_mode: str = 'bicubic',
                  drop_path_rate: float = 0.1,
+                 norm_cfg: dict | None = None,
                  ffn_norm_cfg: dict | None = None,
                  with_cp: bool = False,
                  pretrained: str | None = None,
@@ -193,6 +199,7 @@ class LocalViT(StagedBackbone):
         super().__init__(arch, pretrained, init_cfg)
         owner = type(self).__name__
         arch = self.arch
+        norm_cfg = norm_cfg or NORM_CFG
         self.out_type = check_out_type(out_type, owner)
         self.in_channels = in_channels
         self.embed_dims = arch['embed_dims']
@@ -217,7 +224,8 @@ class LocalViT(StagedBackbone):
                 channel_attn=arch.get('channel_attn', 'se'),
                 se_reduction=arch.get('se_reduction', 4),
                 ffn_act_cfg=arch.get('ffn_act_cfg'), ffn_norm_cfg=ffn_norm_cfg,
-                drop_path=drop_paths[i], with_cp=with_cp) for i in range(self.depth)
+                drop_path=drop_paths[i], norm_cfg=norm_cfg, with_cp=with_cp)
+            for i in range(self.depth)
         ])
         self.with_cls_token = self._check_cls_token(with_cls_token, blocks[0].attn, attn_cfg)
         self.num_extra_tokens = int(self.with_cls_token)
@@ -228,7 +236,7 @@ class LocalViT(StagedBackbone):
                         self.embed_dims))
         self.blocks = blocks
         if final_norm:
-            self.norm = build_norm_layer(dict(type='LN', eps=1e-6), self.embed_dims)[1]
+            self.norm = build_norm_layer(norm_cfg, self.embed_dims)[1]
 
     def _check_cls_token(self, with_cls_token: bool | None, mixer: nn.Module,
                          attn_cfg: dict) -> bool:

@@ -16,8 +16,11 @@ from ..attention.builder import attention_class, takes_extra_tokens, takes_optio
 from ..layers.strided_patch_embed import StridedPatchEmbed
 from ..layers.token_grid import nlc_to_nchw
 from .base import StagedBackbone, vit_init
-from .localvit import LocalViTBlock, resize_pos_embed
+from .localvit import NORM_CFG, LocalViTBlock, resize_pos_embed
 from .utils import check_frozen_stages, check_out_type, check_per_stage, normalize_out_indices
+
+# PVT's patch embeddings: LayerNorm with torch's default epsilon.
+PATCH_NORM_CFG = dict(type='LN', eps=1e-5)
 
 
 class LocalViTPVTStage(BaseModule):
@@ -34,6 +37,7 @@ class LocalViTPVTStage(BaseModule):
         num_extra_tokens: 1 in the last stage (the class token), else 0.
         interpolate_mode: position-embedding resize mode.
         drop_paths: stochastic depth of each block.
+        norm_cfg: the blocks' ``norm1``; ``patch_norm_cfg``: the patch embedding's.
         ffn_norm_cfg: BatchNorm config of the FFNs.
         with_cp: activation checkpointing.
         init_cfg: mmengine init config.
@@ -52,6 +56,8 @@ class LocalViTPVTStage(BaseModule):
                  num_extra_tokens: int = 0,
                  interpolate_mode: str = 'bilinear',
                  drop_paths: Sequence[float] = (),
+                 norm_cfg: dict | None = None,
+                 patch_norm_cfg: dict | None = None,
                  ffn_norm_cfg: dict | None = None,
                  with_cp: bool = False,
                  init_cfg: dict | None = None) -> None:
@@ -60,7 +66,7 @@ class LocalViTPVTStage(BaseModule):
         self.num_extra_tokens = num_extra_tokens
         self.interpolate_mode = interpolate_mode
         self.patch_embed = StridedPatchEmbed(in_channels, embed_dims, patch_size,
-                                             norm_cfg=dict(type='LN', eps=1e-5))
+                                             norm_cfg=patch_norm_cfg or PATCH_NORM_CFG)
         self.pos_embed = nn.Parameter(
             torch.zeros(1, num_extra_tokens + pos_grid[0] * pos_grid[1], embed_dims))
         attn_cfg = dict(attn_cfg or dict(type='spatial_reduction', qkv_bias=True))
@@ -72,7 +78,8 @@ class LocalViTPVTStage(BaseModule):
             LocalViTBlock(
                 embed_dims, num_heads, mlp_ratio, attn_cfg=attn_cfg,
                 channel_attn='se', se_reduction=embed_dims, ffn_norm_cfg=ffn_norm_cfg,
-                drop_path=drop_paths[j] if drop_paths else 0., with_cp=with_cp)
+                drop_path=drop_paths[j] if drop_paths else 0., norm_cfg=norm_cfg,
+                with_cp=with_cp)
             for j in range(depth)
         ])
         if num_extra_tokens and depth and not takes_extra_tokens(self.blocks[0].attn):
@@ -120,6 +127,8 @@ class LocalViTPVT(StagedBackbone):
             The last stage's mixer must take the class token.
         interpolate_mode: position-embedding resize mode.
         drop_path_rate: stochastic depth, linearly increasing over blocks.
+        norm_cfg: the blocks' ``norm1`` and the final norm (official: LayerNorm,
+            eps 1e-6); ``patch_norm_cfg``: the patch embeddings' (LN, eps 1e-5).
         ffn_norm_cfg: BatchNorm config of the FFNs (``SyncBN`` for dense tasks).
         with_cp: activation checkpointing of every block.
         frozen_stages: freeze the first ``n`` stages (``-1``: none).
@@ -146,6 +155,8 @@ class LocalViTPVT(StagedBackbone):
                  attn_cfgs: dict | Sequence[dict] | None = None,
                  interpolate_mode: str = 'bilinear',
                  drop_path_rate: float = 0.1,
+                 norm_cfg: dict | None = None,
+                 patch_norm_cfg: dict | None = None,
                  ffn_norm_cfg: dict | None = None,
                  with_cp: bool = False,
                  frozen_stages: int = -1,
@@ -154,6 +165,7 @@ class LocalViTPVT(StagedBackbone):
         super().__init__(arch, pretrained, init_cfg)
         owner = type(self).__name__
         arch = self.arch
+        norm_cfg = norm_cfg or NORM_CFG
         num_stages = check_per_stage(arch, self.essential_keys, owner)
         if arch['sr_ratios'][-1] != 1:
             raise ValueError(f'{owner}: the last stage carries the class token, so its '
@@ -183,11 +195,11 @@ class LocalViTPVT(StagedBackbone):
                 sr_ratio=arch['sr_ratios'][i], attn_cfg=attn_cfgs[i],
                 num_extra_tokens=1 if i == num_stages - 1 else 0,
                 interpolate_mode=interpolate_mode,
-                drop_paths=drop_paths[start:start + depth], ffn_norm_cfg=ffn_norm_cfg,
-                with_cp=with_cp))
+                drop_paths=drop_paths[start:start + depth], norm_cfg=norm_cfg,
+                patch_norm_cfg=patch_norm_cfg, ffn_norm_cfg=ffn_norm_cfg, with_cp=with_cp))
             start += depth
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims[-1]))
-        self.norm = build_norm_layer(dict(type='LN', eps=1e-6), self.embed_dims[-1])[1]
+        self.norm = build_norm_layer(norm_cfg, self.embed_dims[-1])[1]
         self._freeze_stages()
 
     def default_init(self) -> None:

@@ -22,6 +22,9 @@ from ..layers.token_grid import nlc_to_nchw
 from .base import StagedBackbone, pvt_v2_init
 from .utils import check_frozen_stages, check_per_stage, normalize_out_indices
 
+# Official LVT uses LayerNorm with torch's default epsilon everywhere.
+NORM_CFG = dict(type='LN', eps=1e-5)
+
 
 class LinearFFN(BaseModule):
     """``fc1 -> act -> fc2`` on tokens (LVT stage 1 has no depthwise conv)."""
@@ -49,6 +52,7 @@ class LVTBlock(PreNormBlock):
         sr_ratio: the stage's key/value reduction, for mixers that take ``sr_ratio``.
         ffn_dwconv: FFN with a depthwise 3x3 conv (stages 2-4) or plain.
         drop_path: stochastic depth.
+        norm_cfg: ``norm1`` and ``norm2``.
         with_cp: activation checkpointing.
         init_cfg: mmengine init config.
     """
@@ -61,11 +65,12 @@ class LVTBlock(PreNormBlock):
                  sr_ratio: int = 1,
                  ffn_dwconv: bool = True,
                  drop_path: float = 0.,
+                 norm_cfg: dict | None = None,
                  with_cp: bool = False,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
-        norm_cfg = dict(type='LN', eps=1e-5)
+        norm_cfg = norm_cfg or NORM_CFG
         self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
         self.attn = build_attention(attn_cfg, optional=dict(sr_ratio=sr_ratio),
                                     embed_dims=embed_dims, num_heads=num_heads)
@@ -80,11 +85,12 @@ class LVTStage(BaseModule):
     """Overlapping patch embedding (7x7/4 or 3x3/2, LayerNorm) and blocks."""
 
     def __init__(self, in_channels: int, embed_dims: int, first: bool,
-                 blocks: Sequence[dict], init_cfg: dict | None = None) -> None:
+                 blocks: Sequence[dict], patch_norm_cfg: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.patch_embed = OverlapPatchEmbed(in_channels, embed_dims, 7 if first else 3,
                                              4 if first else 2,
-                                             norm_cfg=dict(type='LN', eps=1e-5))
+                                             norm_cfg=patch_norm_cfg or NORM_CFG)
         self.blocks = ModuleList([LVTBlock(embed_dims, **cfg) for cfg in blocks])
 
     def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -125,6 +131,8 @@ class LVT(StagedBackbone):
             for every stage; ``None`` takes the arch's ``mixers``.
         out_indices: stages whose outputs are returned.
         drop_path_rate: stochastic depth, linearly increasing over blocks.
+        norm_cfg: norms of the blocks and of the returned maps; ``patch_norm_cfg``:
+            of the patch embeddings (official: both LayerNorm, eps 1e-5).
         with_cp: activation checkpointing of every block.
         frozen_stages: freeze the first ``n`` stages (``-1``: none).
         pretrained: deprecated, use ``init_cfg``.
@@ -150,6 +158,8 @@ class LVT(StagedBackbone):
                  attn_cfgs: dict | Sequence[dict] | None = None,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  drop_path_rate: float = 0.1,
+                 norm_cfg: dict | None = None,
+                 patch_norm_cfg: dict | None = None,
                  with_cp: bool = False,
                  frozen_stages: int = -1,
                  pretrained: str | None = None,
@@ -157,6 +167,7 @@ class LVT(StagedBackbone):
         super().__init__(arch, pretrained, init_cfg)
         owner = type(self).__name__
         arch = self.arch
+        norm_cfg = norm_cfg or NORM_CFG
         num_stages = check_per_stage(arch, self.essential_keys, owner)
         arch.setdefault('ffn_dwconv', [i > 0 for i in range(num_stages)])
         check_per_stage(arch, {'depths', 'ffn_dwconv'}, owner)
@@ -175,14 +186,15 @@ class LVT(StagedBackbone):
             blocks = [dict(num_heads=arch['num_heads'][i], mlp_ratio=arch['mlp_ratios'][i],
                            attn_cfg=attn_cfgs[i], sr_ratio=arch['sr_ratios'][i],
                            ffn_dwconv=arch['ffn_dwconv'][i],
-                           drop_path=drop_paths[start + j], with_cp=with_cp)
+                           drop_path=drop_paths[start + j], norm_cfg=norm_cfg,
+                           with_cp=with_cp)
                       for j in range(depth)]
             self.stages.append(LVTStage(in_channels if i == 0 else self.embed_dims[i - 1],
-                                        self.embed_dims[i], i == 0, blocks))
+                                        self.embed_dims[i], i == 0, blocks,
+                                        patch_norm_cfg=patch_norm_cfg))
             start += depth
         for i in self.out_indices:
-            self.add_module(f'norm{i}', build_norm_layer(dict(type='LN', eps=1e-5),
-                                                         self.embed_dims[i])[1])
+            self.add_module(f'norm{i}', build_norm_layer(norm_cfg, self.embed_dims[i])[1])
         self._freeze_stages()
 
     def _stage_attn_cfgs(self, attn_cfgs: dict | Sequence[dict] | None,

@@ -92,6 +92,8 @@ class ViTAEv2VSA(StagedBackbone):
         drop_rate: dropout in MLPs and after attention projections.
         attn_drop_rate: dropout on attention weights.
         drop_path_rate: stochastic depth, linear over normal cells.
+        norm_cfg: token norms of the normal cells (official: LayerNorm, eps
+            1e-6); ``reduction_norm_cfg``: of the reduction cells (LN, eps 1e-5).
         pcm_norm_cfg: norm of the conv branches (``dict(type='SyncBN')`` for
             multi-GPU segmentation/detection).
         out_indices: stages whose outputs are returned.
@@ -137,6 +139,8 @@ class ViTAEv2VSA(StagedBackbone):
                  drop_rate: float = 0.,
                  attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0.1,
+                 norm_cfg: dict | None = None,
+                 reduction_norm_cfg: dict | None = None,
                  pcm_norm_cfg: dict | None = None,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  with_cp: bool = False,
@@ -173,12 +177,14 @@ class ViTAEv2VSA(StagedBackbone):
                 stride=self.downsample_ratios[i], kernel_size=kernel_sizes[i],
                 dilations=dilations[i], num_heads=arch['rc_heads'][i],
                 groups=arch['rc_groups'][i], wide_pcm=arch['wide_pcm'],
-                window_size=window_size, cpe=cpe, attn_cfg=attn_cfg, pcm_norm_cfg=pcm_norm_cfg)
+                window_size=window_size, cpe=cpe, attn_cfg=attn_cfg,
+                norm_cfg=reduction_norm_cfg, pcm_norm_cfg=pcm_norm_cfg)
             blocks = [
                 NormalCell(arch['token_dims'][i], arch['nc_heads'][i], mlp_ratio=mlp_ratio,
                            groups=arch['nc_groups'][i], window_size=window_size, cpe=cpe,
                            attn_cfg=attn_cfg, drop=drop_rate, attn_drop=attn_drop_rate,
-                           drop_path=drop_paths[start + j], pcm_norm_cfg=pcm_norm_cfg)
+                           drop_path=drop_paths[start + j], norm_cfg=norm_cfg,
+                           pcm_norm_cfg=pcm_norm_cfg)
                 for j in range(depth)
             ]
             self.stages.append(ViTAEv2VSAStage(reduction, blocks, with_cp=with_cp))

@@ -28,6 +28,10 @@ from .token_grid import nchw_to_nlc, nlc_to_nchw
 
 # The official attention branch of both cells: Varied-Size Window Attention.
 DEFAULT_ATTN_CFG = dict(type='vsa')
+# The official token norms: torch's default epsilon in reduction cells, 1e-6 in
+# normal cells.
+REDUCTION_CELL_NORM_CFG = dict(type='LN', eps=1e-5)
+NORMAL_CELL_NORM_CFG = dict(type='LN', eps=1e-6)
 
 
 def _channels_last(fn: nn.Module, x: Tensor) -> Tensor:
@@ -173,7 +177,7 @@ class ReductionCell(BaseModule):
                  pcm_norm_cfg: dict | None = None,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        norm_cfg = norm_cfg or dict(type='LN', eps=1e-5)
+        norm_cfg = norm_cfg or REDUCTION_CELL_NORM_CFG
         self.stride = stride
         self.prm = PyramidReductionModule(in_channels, embed_dims, kernel_size, stride,
                                           dilations)
@@ -240,7 +244,7 @@ class NormalCell(BaseModule):
                  pcm_norm_cfg: dict | None = None,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        norm_cfg = norm_cfg or dict(type='LN', eps=1e-6)
+        norm_cfg = norm_cfg or NORMAL_CELL_NORM_CFG
         hidden = int(embed_dims * mlp_ratio)
         self.cpe = nn.Conv2d(embed_dims, embed_dims, window_size // 2 * 2 + 1,
                              padding=window_size // 2, groups=embed_dims) if cpe else None
