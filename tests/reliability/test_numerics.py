@@ -252,24 +252,40 @@ def _tiny_fp16_step(kind: str, side: int = 64) -> list[torch.Tensor]:
     return [*outs, x.grad, *(p.grad for p in model.parameters())]
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """One intra-op thread: the CPU kernels' reduction order, and so their
+    rounding, no longer depends on the machine's core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_emulated_fp16_whole_model_tracks_native_fp16():
     mode = EmulatedHalfMatmul(audit=True)
-    with mode:
-        emulated = _tiny_fp16_step('fp16')
-    native = _tiny_fp16_step('fp16')
-    ref = _tiny_fp16_step('fp32')
+    with _one_thread():
+        with mode:
+            emulated = _tiny_fp16_step('fp16')
+        native = _tiny_fp16_step('fp16')
+        ref = _tiny_fp16_step('fp32')
     assert not mode.escaped_slow_ops(), mode.native_half
     assert {'mm', 'addmm', 'convolution', 'convolution_backward'} <= set(mode.emulated)
     for e, n in zip(emulated[:5], native[:5]):  # the four output maps and the input grad
         assert _norm_rel(e, n) < 1e-2
     # Parameter grads go through ReLUs and the attention's clamps, which turn
-    # one-ulp differences into larger ones: emulated fp16 must be about as close
-    # to fp32 as native fp16 is (measured: at most 1.6x per tensor, and closer
-    # in the median since native conv input-grads round twice).
+    # one-ulp differences into larger ones (stage 4 is a 2x2 map here): emulated
+    # fp16 must be about as far from fp32 as native fp16 is: neither much further
+    # nor much closer (it stands in for fp16's error, not for fp32). Native fp16
+    # kernels differ between CPUs; emulated/native was at most 1.6x per tensor
+    # and under 1.5x in the median on one machine kind, 1.86x and 1.44x on one
+    # with AVX512-FP16 (one thread; 1.99x and 1.61x with two).
     emu_err = [_norm_rel(e, r) for e, r in zip(emulated[5:], ref[5:])]
     native_err = [_norm_rel(n, r) for n, r in zip(native[5:], ref[5:])]
-    assert all(e <= 2 * n + 1e-3 for e, n in zip(emu_err, native_err))
-    assert statistics.median(emu_err) <= 1.5 * statistics.median(native_err)
+    assert all(e <= 2.5 * n + 1e-3 for e, n in zip(emu_err, native_err))
+    assert 0.5 <= statistics.median(emu_err) / statistics.median(native_err) <= 2
 
 
 @pytest.mark.slow

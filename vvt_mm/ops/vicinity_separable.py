@@ -126,10 +126,12 @@ def _by_column(x: Tensor) -> Tensor:
 
 def _weigh(trig: Tensor, mats: Tensor) -> Tensor:
     """``trig[u, 0] * mats[g, 0] + trig[u, 1] * mats[g, 1]``: ``(G, U, d, e)``."""
-    # Broadcasting, not einsum: a K=2 matmul is a slow GEMM shape; addcmul_
-    # adds the second term without materialising it.
-    return torch.mul(trig[:, 0, None, None], mats[:, None, 0]).addcmul_(
-        trig[:, 1, None, None], mats[:, None, 1])
+    # Broadcasting, not einsum: a K=2 matmul is a slow GEMM shape. Not addcmul_
+    # either: its fused multiply-add rounds differently, and on tiny maps under
+    # fp16 autocast that moved clamp decisions enough to change parameter
+    # gradients by several times fp16's error (tests/reliability/test_numerics.py).
+    return (trig[:, 0, None, None] * mats[:, None, 0]).add_(trig[:, 1, None, None] *
+                                                           mats[:, None, 1])
 
 
 def _grid_matmul(x: Tensor, row_mats: Tensor, col_mats: Tensor,
