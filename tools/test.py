@@ -38,6 +38,7 @@ from vvt_mm.engine import (
 from vvt_mm.runtime import (
     PeerWatch,
     apply_eval_metrics,
+    end_launch,
     exit_with_error,
     load_config,
     parse_launch_args,
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     metrics = test(runner)
     if get_rank() == 0:
         print(format_metrics(metrics), flush=True)
+    end_launch()
 
 
 if __name__ == '__main__':

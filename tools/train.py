@@ -38,6 +38,7 @@ from vvt_mm.engine import (
 )
 from vvt_mm.runtime import (
     PeerWatch,
+    end_launch,
     exit_with_error,
     load_config,
     parse_launch_args,
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
 
     prepare_launch(cfg, args.launcher)
     train(Runner.from_cfg(cfg))
+    end_launch()
 
 
 if __name__ == '__main__':

@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 import pytest
+import torch.distributed as dist
 from mmengine.config import Config
 
-from vvt_mm.runtime import apply_eval_metrics, prepare_launch, replace_sync_bn, slurm_dist_env
+from vvt_mm.runtime import (
+    apply_eval_metrics,
+    end_launch,
+    prepare_launch,
+    replace_sync_bn,
+    slurm_dist_env,
+)
 
 
 def test_replace_sync_bn_walks_nested_configs():
@@ -28,6 +35,18 @@ def test_prepare_launch_leaves_cuda_runs_alone(monkeypatch):
     cfg = Config(dict(model=dict(norm_cfg=dict(type='SyncBN'))))
     prepare_launch(cfg, 'pytorch')
     assert cfg.model.norm_cfg.type == 'SyncBN'
+
+
+def test_end_launch_destroys_the_process_group_and_is_harmless_without_one(tmp_path):
+    end_launch()  # no group: nothing to do
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "rendezvous"}', rank=0,
+                            world_size=1)
+    try:
+        end_launch()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 SLURM_TASK = dict(SLURM_PROCID='3', SLURM_NTASKS='4', SLURM_LOCALID='1',

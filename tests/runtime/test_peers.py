@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from datetime import timedelta
 
 import pytest
@@ -75,3 +76,12 @@ def test_a_gone_store_is_reported(monkeypatch, store):
 
 def test_no_watch_without_a_process_group():
     assert PeerWatch.start() is None
+
+
+def test_stopping_a_watch_ends_its_heartbeat_thread(store):
+    before = set(threading.enumerate())
+    watch = PeerWatch(rank=0, world_size=2, interval_s=0.1)
+    started = [t for t in threading.enumerate() if t not in before]
+    assert [t.name for t in started] == ['vvt_mm-heartbeat']
+    watch.stop()
+    assert not started[0].is_alive()

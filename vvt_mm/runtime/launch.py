@@ -82,6 +82,18 @@ def slurm_dist_env(environ: dict[str, str] | None = None) -> dict[str, str]:
                 MASTER_ADDR=addr, MASTER_PORT=environ.get('MASTER_PORT', '29500'))
 
 
+def end_launch() -> None:
+    """Destroy the default process group once a run has finished.
+
+    mmengine leaves it to interpreter shutdown, where the backend's worker
+    threads can be torn down while still running: a rank of a finished gloo
+    job then aborts (``terminate called without an active exception``) and
+    the launcher reports the job as failed. Local to each rank, no collective.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def prepare_launch(cfg: Config, launcher: str) -> None:
     """Adapt ``cfg`` (in place) and the process group to the available devices."""
     if torch.cuda.is_available():

@@ -117,7 +117,14 @@ class PeerWatch:
             self._stop.wait(self.interval_s)
 
     def stop(self) -> None:
+        """End the heartbeats and wait for the thread, so none is left at exit.
+
+        A daemon thread still inside a store request while the interpreter
+        shuts down can take the process down with it after a finished run.
+        """
         self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.store_timeout_s)
 
     def dead_ranks(self, wait_s: float | None = None) -> list[int] | None:
         """Ranks whose heartbeat stops during ``wait_s``; ``None`` if the store is gone."""
