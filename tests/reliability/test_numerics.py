@@ -144,10 +144,13 @@ def _seeded_training_steps(seed: int, steps: int = 2) -> tuple[list[float], dict
 def test_fixed_seed_on_cpu_is_bitwise_deterministic():
     losses_a, state_a = _seeded_training_steps(0)
     losses_b, state_b = _seeded_training_steps(0)
-    losses_c, _ = _seeded_training_steps(1, steps=1)
+    _, state_c = _seeded_training_steps(1)
     assert losses_a == losses_b
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
-    assert losses_a[0] != losses_c[0]  # the seed matters, so the equality above is not vacuous
+    # The seed matters, so the equalities above are not vacuous. Compared on the
+    # weights, not the losses: every loss term is the mean square of a
+    # LayerNorm's output, 1 - eps / var, which two seeds can round alike.
+    assert not all(torch.equal(state_a[k], state_c[k]) for k in state_a)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (minutes on CPU)')
