@@ -123,10 +123,16 @@ def test_quick_run_prints_ratios_and_writes_csv_and_png(tmp_path, capsys):
     assert floor and all(0 < float(r['fwd_ms']) < float(r['fwd_bwd_ms']) for r in floor)
     measured = [r for r in table if not r['note']]
     assert measured and all(float(r['fwd_ms']) > 0 for r in measured)
-    # Ours and the official structure, same size; the GEMM rate measured once.
+    # Ours (eager and compiled) and the official structure, same size; the GEMM
+    # rate measured once.
     official = {r['name']: r for r in table if r['suite'] == 'official'}
-    assert set(official) == {'VVT-S(ours)', 'VVT-S(official structure)'}
+    assert set(official) == {'VVT-S(ours)', 'VVT-S(official structure)',
+                             'VVT-S(ours) torch.compile(aot_eager)'}
     assert all(0 < float(r['fwd_ms']) < float(r['fwd_bwd_ms']) for r in official.values())
+    ours_compiled = official['VVT-S(ours) torch.compile(aot_eager)']
+    assert float(ours_compiled['fwd_setup_s']) > 0 and float(ours_compiled['fwd_bwd_setup_s']) > 0
+    assert 'compiled (aot_eager) vs the official structure in eager: forward ' in text
+    assert 'of the GEMM rate (need >= 0.85)' in text
     assert [float(r['fwd_ms']) > 0 for r in table if r['suite'] == 'machine'] == [True]
     # Every high-resolution case timed, memory from a fresh process; with_cp: training only.
     high = {r['name']: r for r in table if r['suite'] == 'highres'}
@@ -173,15 +179,17 @@ def test_target_checks_print_the_bounds_and_the_triton_ratio():
 
 
 def test_official_and_highres_checks_quote_ratios_rates_and_memory():
-    from vvt_mm.benchmark.official import GEMM_RATE, OFFICIAL, OURS
+    from vvt_mm.benchmark.official import GEMM_RATE, OFFICIAL, OURS, ours_compiled
     rows = [Row('machine', GEMM_RATE, 1024, 0, 1, fwd_ms=25.0),
             Row('official', OURS, 512, 0, 1, fwd_ms=500, fwd_bwd_ms=1000, note='VVT-S'),
             Row('official', OFFICIAL, 512, 0, 1, fwd_ms=800, fwd_bwd_ms=2400, note='VVT-S'),
+            Row('official', ours_compiled('inductor'), 512, 0, 1, fwd_ms=400,
+                fwd_bwd_ms=900, note='VVT-S'),
             Row('highres', 'VVT-S', 1024, 0, 1, fwd_mem_mb=900, note='1024x2048'),
             Row('highres', 'PVTv2-b2', 1024, 0, 1, fwd_mem_mb=1500, note='1024x2048'),
             Row('highres', 'Swin-T', 1024, 0, 1, fwd_mem_mb=1200, note='1024x2048')]
     rows[0].extra['macs_per_s'] = 1024**3 / 0.025  # 42.9 G multiply-adds/s
-    for r in rows[1:3]:
+    for r in rows[1:4]:
         r.extra.update(macs=30e9, dense_macs=10e9, stem_macs=1e9)
     text = '\n'.join(report.target_checks(rows, cli.parse_args([])))
     # Dense floor: 10e9 / 42.9e9 s = 233 ms forward, (30e9 - 1e9) / 42.9e9 s = 675 ms.
@@ -191,6 +199,12 @@ def test_official_and_highres_checks_quote_ratios_rates_and_memory():
             'BLAS]') in text
     assert ('VVT-S at 512^2 forward (ours, eager): 30.0 G multiply-adds in 500 ms = 60.0 G '
             'multiply-adds/s = 1.40 of the GEMM rate (need >= 0.7) PASS') in text
+    # Compiled against the official structure in eager: 800 / 400 and 2400 / 900.
+    assert ('VVT-S at 512^2 compiled (inductor) vs the official structure in eager: forward '
+            '2.00x (need >= 2.5) FAIL; forward+backward 2.67x (need >= 3) FAIL') in text
+    assert ('VVT-S at 512^2 forward (ours, compiled (inductor)): 30.0 G multiply-adds in '
+            '400 ms = 75.0 G multiply-adds/s = 1.75 of the GEMM rate (need >= 0.85) '
+            'PASS') in text
     assert ('inference peak memory at 1024x2048: VVT-S 900 MiB vs PVTv2-b2 1500 MiB, Swin-T '
             '1200 MiB (need VVT-S least) PASS') in text
     rows[-1].fwd_mem_mb = 800

@@ -88,6 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='image sides of the official suite (VVT-S vs the official '
                    'structure, and its share of the GEMM rate)')
     p.add_argument('--official-batch', type=int, default=1)
+    p.add_argument('--official-compile', action=argparse.BooleanOptionalAction, default=True,
+                   help='official suite: also time ours through torch.compile '
+                   '(--compile-backend; inductor compiles each size, minutes on 2 cores)')
     p.add_argument('--official-budget-s', type=float, default=60.0,
                    help='official suite: stop adding timing rounds after this many seconds '
                    'per size (at least one timed round)')
@@ -104,7 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='image side of the deploy suite (VVT-S: export, compile, timing)')
     p.add_argument('--deploy-batch', type=int, default=1)
     p.add_argument('--compile-backend', default=None,
-                   help='torch.compile backend of the deploy suite (default: inductor; '
+                   help='torch.compile backend of the deploy and official suites (default: '
+                   'inductor; '
                    'aot_eager with --quick)')
     args = p.parse_args(argv)
     args.deploy_arch, args.deploy_label, args.deploy_reason = 'small', 'VVT-S', ''

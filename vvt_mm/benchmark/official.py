@@ -12,6 +12,10 @@
   ``tools/analysis/get_flops.py``'s convention (mmengine's ``FlopAnalyzer``,
   fvcore: one multiply-add = one FLOP, element-wise ops uncounted, attention
   in the paper's ``N x 4d`` formulation) over its eager forward time.
+* ours through ``torch.compile`` (``--compile-backend``, inductor by default;
+  ``--no-official-compile`` skips it), forward and forward+backward, against
+  the official structure in eager mode (what its users run); its compile time
+  (first call minus a steady one, cold caches) goes into the row.
 * a bound: the linear and conv layers' multiply-adds at that rate
   (:func:`dense_floor_ms`) are a time no implementation goes below, so the
   official-structure time over it is the largest speed-up this machine allows.
@@ -19,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from collections.abc import Callable
 from functools import partial
@@ -26,13 +31,19 @@ from functools import partial
 import torch
 import torch.nn as nn
 
+from .deploy import cold_compile_caches, compiled_name, first_call_overhead_s
 from .measurement import Meter, Row, forward_backward
 from .suites import Progress
 
-__all__ = ['OURS', 'OFFICIAL', 'GEMM_RATE', 'MAC_CONVENTION', 'gemm_rate_row',
+__all__ = ['OURS', 'OFFICIAL', 'ours_compiled', 'GEMM_RATE', 'MAC_CONVENTION', 'gemm_rate_row',
            'forward_macs', 'macs_breakdown', 'dense_floor_ms', 'official_suite']
 
 OURS, OFFICIAL = 'VVT-S(ours)', 'VVT-S(official structure)'
+
+
+def ours_compiled(backend: str) -> str:
+    return f'VVT-S(ours) {compiled_name(backend)}'
+
 GEMM_RATE = 'GEMM 1024^3 fp32'
 MAC_CONVENTION = ("multiply-adds as tools/analysis/get_flops.py counts them (fvcore via "
                   "mmengine's FlopAnalyzer: 1 multiply-add = 1 FLOP; convs, linears, "
@@ -106,8 +117,44 @@ def _interleaved(fns: dict[str, Callable[[], object]], meter: Meter, budget_s: f
     return best
 
 
+def _model_calls(models: dict[str, nn.Module],
+                 img: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """``'<name> fwd'`` (no grad) and ``'<name> fwd_bwd'`` calls of each model."""
+    calls: dict[str, Callable[[], object]] = {}
+    for name, model in models.items():
+        def fwd(model: nn.Module = model) -> None:
+            with torch.no_grad():
+                model(img)
+
+        def fwd_bwd(model: nn.Module = model) -> None:
+            model.zero_grad(set_to_none=True)
+            forward_backward(partial(model, img))
+
+        calls[f'{name} fwd'], calls[f'{name} fwd_bwd'] = fwd, fwd_bwd
+    return calls
+
+
+def _compiled_calls(row: Row, compiled: nn.Module, img: torch.Tensor,
+                    meter: Meter) -> dict[str, Callable[[], object]]:
+    """The compiled model's calls that compiled; their compile times (or failures) go
+    into ``row``."""
+    calls = {}
+    for what, call in _model_calls({row.name: compiled}, img).items():
+        kind = what.rsplit(' ', 1)[1]
+        try:
+            setup_s = first_call_overhead_s(call, meter)
+        except Exception as err:  # a compiler gap: record it, time the rest
+            first = (str(err).strip().splitlines() or [''])[0]
+            row.note = f'{row.note}; {kind} failed: {type(err).__name__}: {first}'[:160]
+            continue
+        setattr(row, 'fwd_setup_s' if kind == 'fwd' else 'fwd_bwd_setup_s', setup_s)
+        calls[what] = call
+    return calls
+
+
 def official_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -> list[Row]:
-    """Ours vs the official structure (eager, fwd and fwd+bwd) and the GEMM-rate share."""
+    """Ours (eager and compiled) vs the official structure (eager), fwd and fwd+bwd,
+    and the GEMM-rate share."""
     from vvt_mm.benchmark.official_structure_vvt import official_structure_pair
     progress('machine: 1024^3 fp32 GEMM rate')
     gemm = gemm_rate_row(meter)
@@ -120,27 +167,30 @@ def official_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -
         img = torch.randn(args.official_batch, 3, size, size,
                           generator=torch.Generator().manual_seed(0)).to(meter.device)
         models = {OURS: ours, OFFICIAL: official}
-        calls: dict[str, Callable[[], object]] = {}
-        for name, model in models.items():
-            def fwd(model: nn.Module = model, img: torch.Tensor = img) -> None:
-                with torch.no_grad():
-                    model(img)
-
-            def fwd_bwd(model: nn.Module = model, img: torch.Tensor = img) -> None:
-                model.zero_grad(set_to_none=True)
-                forward_backward(partial(model, img))
-
-            calls[f'{name} fwd'], calls[f'{name} fwd_bwd'] = fwd, fwd_bwd
-        progress(f'official: ours vs official structure @ {size}px (eager, in turn)')
-        best = _interleaved(calls, meter, args.official_budget_s, max(args.repeats, 1) + 1)
-        for name, model in models.items():
-            row = Row('official', name, size, (size // 4)**2, args.official_batch,
-                      fwd_ms=best[f'{name} fwd'], fwd_bwd_ms=best[f'{name} fwd_bwd'],
-                      note=args.official_label)
+        size_rows = {name: Row('official', name, size, (size // 4)**2, args.official_batch,
+                               note=args.official_label) for name in models}
+        calls = _model_calls(models, img)
+        backend = args.compile_backend if args.official_compile else None
+        # Compiled code lives only inside the cold-cache scope: time it there.
+        with cold_compile_caches() if backend else contextlib.nullcontext():
+            if backend:
+                comp = size_rows[ours_compiled(backend)] = Row(
+                    'official', ours_compiled(backend), size, (size // 4)**2,
+                    args.official_batch, note=args.official_label)
+                progress(f'official: torch.compile({backend}) of ours @ {size}px')
+                calls.update(_compiled_calls(comp, torch.compile(ours, backend=backend),
+                                             img, meter))
+            progress(f'official: {" / ".join(size_rows)} @ {size}px, in turn')
+            best = _interleaved(calls, meter, args.official_budget_s,
+                                max(args.repeats, 1) + 1)
+        for name, row in size_rows.items():
+            row.fwd_ms = best.get(f'{name} fwd', math.nan)
+            row.fwd_bwd_ms = best.get(f'{name} fwd_bwd', math.nan)
             row.extra['macs'] = macs['total'] * args.official_batch
             row.extra['dense_macs'] = macs['dense'] * args.official_batch
             row.extra['stem_macs'] = macs['stem'] * args.official_batch
             rows.append(row)
+        for model in models.values():
             model.zero_grad(set_to_none=True)
         del ours, official, models, calls
     progress('machine: 1024^3 fp32 GEMM rate again')
