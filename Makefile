@@ -12,7 +12,7 @@ demo: install
 	$(PY) tools/quickstart.py
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests

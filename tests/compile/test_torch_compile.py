@@ -20,7 +20,7 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 from vvt_mm import LVT, VVT, LocalViT, LocalViTPVT, ViTAEv2VSA
-from vvt_mm.engine.compile_hook import INDUCTOR_CONFIG
+from vvt_mm.engine.compile_hook import inductor_config_for
 from vvt_mm.models.attention.builder import attention_names, mixers_taking
 
 # Non-square sizes whose stage maps are not all multiples of the reductions
@@ -161,10 +161,11 @@ def test_inductor_compiles_a_vvt_whose_outputs_and_gradients_equal_eager(tmp_pat
                                                                         monkeypatch):
     """Generated code, not just tracing: the separable op sits in inductor's graph.
 
-    With the inductor settings of :class:`~vvt_mm.engine.TorchCompileHook`
-    (``strict_output_strides``: without it inductor in torch 2.14 cannot order
-    the symbolic strides of views it saves for backward, ``cannot determine
-    truth value of Relational``). Inference: one dynamic graph for the three
+    With the inductor settings :class:`~vvt_mm.engine.TorchCompileHook` gives
+    a CPU model (``strict_output_strides``: without it inductor in torch 2.14
+    cannot order the symbolic strides of views it saves for backward, ``cannot
+    determine truth value of Relational``; and the channels-last layout forced
+    on). Inference: one dynamic graph for the three
     sizes. Training compiles at one size: inductor's lowering of
     ``aten.convolution_backward`` (torch 2.14) turns the strides of a
     convolution's input gradient into integers (``guard_int_seq`` in
@@ -177,7 +178,7 @@ def test_inductor_compiles_a_vvt_whose_outputs_and_gradients_equal_eager(tmp_pat
     # older version of ours (bool clamp masks, now uint8) would be reused.
     monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path / 'inductor_cache'))
     model = VVT(arch=VVT2_ARCH, out_indices=(0, 1), drop_path_rate=0.)
-    with torch._inductor.config.patch(INDUCTOR_CONFIG):
+    with torch._inductor.config.patch(inductor_config_for('cpu')):
         check_compiled_like_eager(model, train=False, backend='inductor')
         torch._dynamo.reset()
         counters.clear()

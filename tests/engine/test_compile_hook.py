@@ -16,6 +16,7 @@ from mmengine.runner import Runner
 from torch.utils.data import DataLoader, Dataset
 
 from vvt_mm.engine import TorchCompileHook, add_compile_hook, plain_param_groups
+from vvt_mm.engine.compile_hook import CPU_INDUCTOR_CONFIG, INDUCTOR_CONFIG, inductor_config_for
 
 
 class Pairs(Dataset):
@@ -63,8 +64,9 @@ def fresh_dynamo():
     import torch._inductor.config as inductor_config
     import torch.fx.experimental._config as fx_config
     torch._dynamo.reset()
+    saved = {key: getattr(inductor_config, key) for key in inductor_config_for('cpu')}
     with fx_config.patch(use_duck_shape=fx_config.use_duck_shape), \
-            inductor_config.patch(strict_output_strides=inductor_config.strict_output_strides):
+            inductor_config.patch(saved):
         yield
     torch._dynamo.reset()
 
@@ -115,16 +117,27 @@ def test_the_hook_is_inert_without_compile_and_added_only_when_missing():
 def test_the_hook_asks_inductor_for_exact_output_strides(compile_cfg, strict):
     import torch._inductor.config as inductor_config
     import torch.fx.experimental._config as fx_config
-    fake_runner = SimpleNamespace(cfg=Config(dict(compile=compile_cfg)),
+    model = nn.Linear(1, 1)
+    fake_runner = SimpleNamespace(cfg=Config(dict(compile=compile_cfg)), model=model,
                                   optim_wrapper=OptimWrapper(torch.optim.SGD(
-                                      nn.Linear(1, 1).parameters(), lr=0.1)))
+                                      model.parameters(), lr=0.1)))
     # torch's config modules restore their own patches (pytest's monkeypatch
     # deletes such a setting on undo).
-    with inductor_config.patch(strict_output_strides=False), \
+    with inductor_config.patch(strict_output_strides=False, force_layout_optimization=False), \
             fx_config.patch(use_duck_shape=True):
         TorchCompileHook().before_train(fake_runner)
         assert inductor_config.strict_output_strides is strict
+        # A CPU model: convolutions channels-last in the backward graph too.
+        assert inductor_config.force_layout_optimization is strict
         assert fx_config.use_duck_shape is False  # any backend
+
+
+def test_only_a_cpu_model_gets_the_cpu_inductor_settings():
+    assert inductor_config_for('cuda') == INDUCTOR_CONFIG
+    assert inductor_config_for('cpu') == {**INDUCTOR_CONFIG, **CPU_INDUCTOR_CONFIG}
+    import torch._inductor.config as inductor_config
+    for key, value in inductor_config_for('cpu').items():  # names torch still has
+        assert type(getattr(inductor_config, key)) is type(value)
 
 
 def test_without_duck_sizing_a_square_then_a_non_square_image_share_one_graph():

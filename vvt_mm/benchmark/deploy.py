@@ -26,7 +26,8 @@ import torch.nn as nn
 from .measurement import WALL_CLOCK, Meter, Row, forward_backward
 from .suites import Progress
 
-__all__ = ['QUICK_ARCH', 'EAGER', 'ONNXRUNTIME', 'compiled_name', 'deploy_suite']
+__all__ = ['QUICK_ARCH', 'EAGER', 'ONNXRUNTIME', 'cold_compile_caches', 'compiled_name',
+           'deploy_suite', 'note_failure', 'training_compile_settings']
 
 # Small enough that export and compile of the whole backbone take seconds.
 QUICK_ARCH = dict(embed_dims=[16, 32, 32, 64], num_heads=[1, 1, 2, 2], depths=[1, 1, 1, 1],
@@ -38,9 +39,10 @@ def compiled_name(backend: str) -> str:
     return f'torch.compile({backend})'
 
 
-def _add_failure(row: Row, what: str, err: Exception) -> None:
+def note_failure(row: Row, what: str, err: Exception) -> None:
+    """Record in ``row.note`` that ``what`` failed, with the error's first line."""
     first = (str(err).strip().splitlines() or [''])[0]
-    row.note = f'{row.note}; {what} failed: {type(err).__name__}: {first}'[:120]
+    row.note = f'{row.note}; {what} failed: {type(err).__name__}: {first}'[:160]
 
 
 def interleaved_best(fns: dict[str, Callable[[], object]], meter: Meter,
@@ -82,6 +84,20 @@ def cold_compile_caches() -> Iterator[None]:
                 yield
     finally:
         torch._dynamo.reset()
+
+
+@contextlib.contextmanager
+def training_compile_settings(backend: str, device: torch.device) -> Iterator[None]:
+    """The compiler settings :class:`~vvt_mm.engine.TorchCompileHook` gives a
+    ``compile=`` training run on ``device``, so compiled rows time what users get."""
+    if backend != 'inductor':
+        yield
+        return
+    import torch._inductor.config
+
+    from vvt_mm.engine.compile_hook import inductor_config_for
+    with torch._inductor.config.patch(inductor_config_for(device.type)):
+        yield
 
 
 def onnxruntime_forward(model: nn.Module, img: torch.Tensor,
@@ -138,7 +154,7 @@ def deploy_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -> 
             ort_row.fwd_setup_s = WALL_CLOCK.now() - start
             ort_row.extra['max_abs_diff'] = max_abs_diff(infer[ONNXRUNTIME](), reference)
         except Exception as err:  # an exporter or runtime gap: record it, go on
-            _add_failure(ort_row, 'export', err)
+            note_failure(ort_row, 'export', err)
 
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -149,7 +165,7 @@ def deploy_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -> 
             forward_backward(forward)
         return step
 
-    with cold_compile_caches():
+    with cold_compile_caches(), training_compile_settings(backend, meter.device):
         compiled = torch.compile(model, backend=backend)
         progress(f'deploy: torch.compile({backend}) inference @ {size}px')
         try:
@@ -157,7 +173,7 @@ def deploy_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -> 
             infer[comp.name] = no_grad(partial(compiled, img))
             comp.extra['max_abs_diff'] = max_abs_diff(infer[comp.name](), reference)
         except Exception as err:  # a compiler gap: record it, go on
-            _add_failure(comp, 'inference', err)
+            note_failure(comp, 'inference', err)
         progress(f'deploy: inference, {" / ".join(infer)} in turn')
         for name, ms in interleaved_best(infer, meter, rounds).items():
             rows[name].fwd_ms = ms
@@ -170,7 +186,7 @@ def deploy_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -> 
                                                          meter)
             train[comp.name] = train_step(partial(compiled, img))
         except Exception as err:  # a compiler gap: record it, go on
-            _add_failure(comp, 'training', err)
+            note_failure(comp, 'training', err)
         progress(f'deploy: training, {" / ".join(train)} in turn')
         for name, ms in interleaved_best(train, meter, rounds).items():
             rows[name].fwd_bwd_ms = ms

@@ -31,7 +31,13 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from .deploy import cold_compile_caches, compiled_name, first_call_overhead_s
+from .deploy import (
+    cold_compile_caches,
+    compiled_name,
+    first_call_overhead_s,
+    note_failure,
+    training_compile_settings,
+)
 from .measurement import Meter, Row, forward_backward
 from .suites import Progress
 
@@ -39,16 +45,16 @@ __all__ = ['OURS', 'OFFICIAL', 'ours_compiled', 'GEMM_RATE', 'MAC_CONVENTION', '
            'forward_macs', 'macs_breakdown', 'dense_floor_ms', 'official_suite']
 
 OURS, OFFICIAL = 'VVT-S(ours)', 'VVT-S(official structure)'
-
-
-def ours_compiled(backend: str) -> str:
-    return f'VVT-S(ours) {compiled_name(backend)}'
-
 GEMM_RATE = 'GEMM 1024^3 fp32'
 MAC_CONVENTION = ("multiply-adds as tools/analysis/get_flops.py counts them (fvcore via "
                   "mmengine's FlopAnalyzer: 1 multiply-add = 1 FLOP; convs, linears, "
                   "matmuls, norms; element-wise ops not counted; attention in the paper's "
                   "N x 4d formulation)")
+
+
+def ours_compiled(backend: str) -> str:
+    """The row name of ours through ``torch.compile(backend=backend)``."""
+    return f'{OURS} {compiled_name(backend)}'
 
 
 def gemm_rate_row(meter: Meter, side: int = 1024, tries: int = 8) -> Row:
@@ -144,12 +150,17 @@ def _compiled_calls(row: Row, compiled: nn.Module, img: torch.Tensor,
         try:
             setup_s = first_call_overhead_s(call, meter)
         except Exception as err:  # a compiler gap: record it, time the rest
-            first = (str(err).strip().splitlines() or [''])[0]
-            row.note = f'{row.note}; {kind} failed: {type(err).__name__}: {first}'[:160]
+            note_failure(row, kind, err)
             continue
         setattr(row, 'fwd_setup_s' if kind == 'fwd' else 'fwd_bwd_setup_s', setup_s)
         calls[what] = call
     return calls
+
+
+@contextlib.contextmanager
+def _cold_compile(backend: str, device: torch.device):
+    with cold_compile_caches(), training_compile_settings(backend, device):
+        yield
 
 
 def official_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -> list[Row]:
@@ -172,7 +183,7 @@ def official_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -
         calls = _model_calls(models, img)
         backend = args.compile_backend if args.official_compile else None
         # Compiled code lives only inside the cold-cache scope: time it there.
-        with cold_compile_caches() if backend else contextlib.nullcontext():
+        with _cold_compile(backend, meter.device) if backend else contextlib.nullcontext():
             if backend:
                 comp = size_rows[ours_compiled(backend)] = Row(
                     'official', ours_compiled(backend), size, (size // 4)**2,

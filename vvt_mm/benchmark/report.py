@@ -244,14 +244,13 @@ def official_report(rows: list[Row], args: argparse.Namespace) -> str:
                    f'({gemm.name} matmul in {gemm.fwd_ms:.1f} ms; {gemm.note})')
     out.append(f'G MAC/s = VVT-S forward {MAC_CONVENTION}, per second of that row\'s '
                f'forward (the same count for every row)')
+    compiled = [r for r in official if r.name == ours_compiled(args.compile_backend)]
     setups = [f'{r.size}px forward {fmt(r.fwd_setup_s)} s, forward+backward '
-              f'{fmt(r.fwd_bwd_setup_s)} s' for r in official if r.name.endswith(')')
-              and 'torch.compile' in r.name]
+              f'{fmt(r.fwd_bwd_setup_s)} s' for r in compiled]
     if setups:
         out.append('compile time (first call minus a steady one, cold caches, wall clock): '
                    + '; '.join(setups))
-    failed = [f'{r.size}px: {r.note.split("; ", 1)[1]}' for r in official
-              if 'torch.compile' in r.name and '; ' in r.note]
+    failed = [f'{r.size}px: {r.note.split("; ", 1)[1]}' for r in compiled if '; ' in r.note]
     if failed:
         out.append('compiled cases that failed: ' + ' | '.join(failed))
     return '\n'.join(out)

@@ -16,8 +16,9 @@ With the inductor backend (the default) it also sets inductor's
 second input size under the default automatic dynamic), inductor (torch
 2.14) fails to order the symbolic strides of views it saves for backward
 (``cannot determine truth value of Relational``); exact strides need no
-ordering. With any backend it turns off dynamo's duck sizing (see
-``before_train``).
+ordering. On CPU it also forces inductor's channels-last layout
+optimisation (see :data:`CPU_INDUCTOR_CONFIG`). With any backend it turns off
+dynamo's duck sizing (see ``before_train``).
 
     custom_hooks = [dict(type='TorchCompileHook')]
 
@@ -31,10 +32,23 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 
-__all__ = ['INDUCTOR_CONFIG', 'TorchCompileHook', 'add_compile_hook', 'plain_param_groups']
+__all__ = ['CPU_INDUCTOR_CONFIG', 'INDUCTOR_CONFIG', 'TorchCompileHook', 'add_compile_hook',
+           'inductor_config_for', 'plain_param_groups']
 
 # torch._inductor.config settings the hook applies when the backend is inductor.
 INDUCTOR_CONFIG = dict(strict_output_strides=True)
+# ... and in addition when the model is on the CPU. Inductor decides per graph
+# whether to lay convolutions out channels-last, and only a graph with
+# convolution nodes qualifies: a training step's backward graph holds
+# convolution_backward nodes only, so the depthwise convolutions' backward ran
+# NCHW, slower than eager (VVT-S 512^2 forward+backward: 1.24x eager's time,
+# 0.94x forced).
+CPU_INDUCTOR_CONFIG = dict(force_layout_optimization=True)
+
+
+def inductor_config_for(device_type: str) -> dict[str, object]:
+    """The ``torch._inductor.config`` settings for a model on ``device_type``."""
+    return {**INDUCTOR_CONFIG, **(CPU_INDUCTOR_CONFIG if device_type == 'cpu' else {})}
 
 
 def plain_param_groups(optim_wrapper) -> int:
@@ -86,5 +100,10 @@ class TorchCompileHook(Hook):
             else 'inductor'
         if backend == 'inductor':
             import torch._inductor.config
-            for key, value in INDUCTOR_CONFIG.items():
+            for key, value in inductor_config_for(_device_type(runner.model)).items():
                 setattr(torch._inductor.config, key, value)
+
+
+def _device_type(model) -> str:
+    param = next(model.parameters(), None)
+    return param.device.type if param is not None else 'cpu'
