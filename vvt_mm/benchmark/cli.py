@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from vvt_mm.runtime.allocator import keep_freed_memory, keeping_freed_memory
+
 from .deploy import QUICK_ARCH, deploy_suite
 from .highres import HIGHRES_MODELS, highres_suite
 from .measurement import Meter, PeakMemory, Row, pick_clock
@@ -54,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    'call (timings unaffected; some readings, e.g. with_cp, come out high). '
                    'pinned: pinned for the whole run (memory exact, validated; timings '
                    'slowed 2-4x, use them from a toggle run)')
+    p.add_argument('--malloc', choices=['keep', 'default'], default='keep',
+                   help='CPU only. keep: glibc malloc keeps freed memory for reuse, as '
+                   'tools/train.py and tools/test.py set it on CPU (vvt_mm.runtime.'
+                   'allocator; not with --memory-method pinned); default: leave malloc '
+                   'as the process starts')
     p.add_argument('--backbone-memory', choices=['subprocess', 'inline'],
                    default='subprocess',
                    help='CPU: measure each backbone\'s peak memory again in a fresh process '
@@ -133,6 +140,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == 'cpu' and args.malloc == 'keep' and args.memory_method != 'pinned':
+        keep_freed_memory()
     clock = pick_clock(args.clock, device)
     meter = Meter(device, clock, PeakMemory(device, pinned=args.memory_method == 'pinned'))
     out_dir = Path(args.out)
@@ -161,6 +170,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     env = (f'device={device} threads={torch.get_num_threads()} clock={clock.name} '
            f'memory_method={args.memory_method} torch={torch.__version__} '
+           f'malloc={"keep" if keeping_freed_memory() else "default"} '
            f'memory={"cuda allocator" if device.type == "cuda" else "VmHWM-VmRSS delta"}')
     text = summary(rows, args, env)
     print(text)

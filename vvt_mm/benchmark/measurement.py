@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vvt_mm.runtime import allocator
+from vvt_mm.runtime.allocator import GLIBC_MMAP_MAX, M_MMAP_MAX
+
 __all__ = ['MB', 'Clock', 'WALL_CLOCK', 'THREAD_CLOCK', 'pick_clock', 'PeakMemory', 'Meter',
            'Row', 'forward_backward', 'run_case', 'fresh_process_memory']
 
@@ -73,7 +76,9 @@ class PeakMemory:
         self.device = device
         self.pinned = pinned and device.type == 'cpu'
         if self.pinned:
-            ctypes.CDLL('libc.so.6').mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+            libc = ctypes.CDLL('libc.so.6')
+            libc.mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX)  # mmap back on, if a policy took it
+            libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
         self.available = device.type == 'cuda' or os.access('/proc/self/clear_refs',
                                                              os.W_OK)
 
@@ -101,9 +106,10 @@ class PeakMemory:
         """Run ``fn`` once with malloc returning every freed block at once.
 
         The pin makes allocations fault in fresh pages (several times slower),
-        so afterwards malloc goes back to keeping memory (32 MiB mmap
-        threshold, 256 MiB trim threshold: glibc's own steady state) for the
-        timed calls.
+        so afterwards malloc goes back to keeping memory for the timed calls:
+        the run's policy (:mod:`vvt_mm.runtime.allocator`) if it set one,
+        otherwise a 32 MiB mmap threshold and a 256 MiB trim threshold
+        (glibc's own steady state).
         """
         libc = ctypes.CDLL('libc.so.6')
         if self.pinned:
@@ -115,6 +121,7 @@ class PeakMemory:
                 f.write('5')
             fn()
             return (self._status('VmHWM') - base) / MB
+        libc.mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX)  # the pin needs mmap
         libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
         libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
         libc.malloc_trim(0)  # cached free heap pages would hide reuse
@@ -127,6 +134,7 @@ class PeakMemory:
         finally:
             libc.mallopt(M_MMAP_THRESHOLD, 32 * MB)
             libc.mallopt(M_TRIM_THRESHOLD, 256 * MB)
+            allocator.reapply()  # the run's own malloc policy, if it set one
 
 
 @dataclass(frozen=True)

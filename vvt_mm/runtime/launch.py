@@ -24,6 +24,8 @@ import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from .allocator import keep_freed_memory
+
 
 def parse_launch_args(parser: argparse.ArgumentParser,
                       argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,6 +100,9 @@ def prepare_launch(cfg: Config, launcher: str) -> None:
     """Adapt ``cfg`` (in place) and the process group to the available devices."""
     if torch.cuda.is_available():
         return
+    kept = keep_freed_memory()
+    if kept:
+        print_log(f'no CUDA device: {kept}', logger='current')
     replaced = replace_sync_bn(cfg.get('model', {}))
     if replaced:
         print_log(f'no CUDA device: replaced {replaced} SyncBN layer config(s) by BN '
