@@ -37,10 +37,14 @@ PAGES = (64 << 20) // 4096
 REPEATS = 6
 
 
+def clean_env(**env: str) -> dict[str, str]:
+    """This process's environment without malloc choices, plus ``env``."""
+    return {**{k: v for k, v in os.environ.items()
+               if not k.startswith('MALLOC_') and k not in ('GLIBC_TUNABLES', OPT_OUT)}, **env}
+
+
 def probe(mode: str, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith('MALLOC_') and k not in ('GLIBC_TUNABLES', OPT_OUT)}
-    out = subprocess.run([sys.executable, '-c', PROBE, mode, str(REPEATS)], env={**clean, **env},
+    out = subprocess.run([sys.executable, '-c', PROBE, mode, str(REPEATS)], env=clean_env(**env),
                          capture_output=True, text=True, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -66,3 +70,16 @@ def test_the_users_own_malloc_choice_is_left_alone(glibc, env):
     result = probe('keep', **env)
     assert result['said'] is None
     assert result['faults'] > 0.9 * REPEATS * PAGES
+
+
+def test_a_cpu_launch_keeps_freed_memory_and_logs_it(glibc):
+    script = ('from mmengine.config import Config\n'
+              'from vvt_mm.runtime import prepare_launch\n'
+              'from vvt_mm.runtime.allocator import keeping_freed_memory\n'
+              "prepare_launch(Config(dict(model=dict())), 'none')\n"
+              "print('kept:', keeping_freed_memory())\n")
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                         env=clean_env(CUDA_VISIBLE_DEVICES=''), timeout=120, check=True)
+    text = out.stdout + out.stderr
+    assert 'kept: True' in text
+    assert 'no CUDA device: glibc malloc keeps freed memory' in text

@@ -5,8 +5,9 @@ mmengine assumes GPUs for ``launcher='pytorch'``: ``init_dist`` calls
 ``device_ids=[LOCAL_RANK]``, both invalid for CPU processes; and configs use
 SyncBN, which needs CUDA. On a machine without CUDA we therefore start the
 process group with gloo ourselves, give DDP ``device_ids=None`` and turn SyncBN
-into BN (logged, because BN statistics are then per process). On CUDA nothing
-changes, so the same command trains on a laptop and on 8 GPUs.
+into BN (logged, because BN statistics are then per process), and let malloc
+keep freed memory (:mod:`.allocator`). On CUDA nothing changes, so the same
+command trains on a laptop and on 8 GPUs.
 
 ``launcher='slurm'`` gets the same treatment: mmengine's Slurm set-up calls
 ``torch.cuda.set_device``, so without CUDA we derive the rank, world size and
