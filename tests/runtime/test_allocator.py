@@ -15,11 +15,11 @@ import pytest
 from vvt_mm.runtime.allocator import OPT_OUT
 
 # Allocates, fills and frees a 64 MiB tensor as iterations of a loop do, and
-# counts the minor page faults of the last REPEATS iterations (16384 pages of
-# 4 KiB each if none are reused). The first iterations fault in any case (the
-# freed block is not yet where the next aligned request fits), and the kernel
-# may reclaim idle kept pages now and then, so a kept run is allowed one
-# block's worth of faults.
+# counts the minor page faults of the last REPEATS iterations (16384 per block
+# of 4 KiB pages if none are reused). The first iterations fault in any case
+# (the freed block is not yet where the next aligned request fits), and the
+# kernel may reclaim idle kept pages now and then, so a kept run is allowed
+# about one block's worth of faults.
 PROBE = """
 import json, resource, sys, torch
 from vvt_mm.runtime.allocator import keep_freed_memory
@@ -33,8 +33,7 @@ for _ in range(int(sys.argv[2])):
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 print(json.dumps(dict(said=said, faults=faults)))
 """
-PAGES = (64 << 20) // 4096
-REPEATS = 6
+REPEATS = 8
 
 
 def clean_env(**env: str) -> dict[str, str]:
@@ -55,21 +54,29 @@ def glibc():
         pytest.skip('malloc tuning applies to glibc only')
 
 
-def test_kept_memory_is_reused_without_page_faults(glibc):
-    default, kept = probe('default'), probe('keep')
+@pytest.fixture(scope='module')
+def baseline(glibc) -> dict[str, dict]:
+    return dict(default=probe('default'), kept=probe('keep'))
+
+
+def test_kept_memory_is_reused_without_page_faults(baseline):
+    # Counted in faults, not pages: where transparent huge pages are always on,
+    # a fault maps 2 MiB, so only the ratio between the two runs is fixed.
+    default, kept = baseline['default'], baseline['kept']
     assert default['said'] is None
-    assert default['faults'] > 0.9 * REPEATS * PAGES  # glibc maps each block afresh
+    assert default['faults'] >= REPEATS  # glibc maps every block afresh
     assert 'M_MMAP_MAX=0' in kept['said'] and OPT_OUT in kept['said']
-    assert kept['faults'] < 1.5 * PAGES
+    # At most about one block's faults in REPEATS (see PROBE).
+    assert kept['faults'] < 0.25 * default['faults']
 
 
 @pytest.mark.parametrize('env', [{OPT_OUT: '0'}, {'MALLOC_ARENA_MAX': '2'},
                                  {'GLIBC_TUNABLES': 'glibc.malloc.trim_threshold=1'}],
                          ids=['opted-out', 'MALLOC_-variable', 'glibc-tunable'])
-def test_the_users_own_malloc_choice_is_left_alone(glibc, env):
+def test_the_users_own_malloc_choice_is_left_alone(baseline, env):
     result = probe('keep', **env)
     assert result['said'] is None
-    assert result['faults'] > 0.9 * REPEATS * PAGES
+    assert result['faults'] > 0.5 * baseline['default']['faults']
 
 
 def test_a_cpu_launch_keeps_freed_memory_and_logs_it(glibc):
