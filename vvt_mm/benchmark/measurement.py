@@ -33,13 +33,12 @@ from dataclasses import dataclass, field
 import torch
 
 from vvt_mm.runtime import allocator
-from vvt_mm.runtime.allocator import GLIBC_MMAP_MAX, M_MMAP_MAX
+from vvt_mm.runtime.allocator import GLIBC_MMAP_MAX, M_MMAP_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 
 __all__ = ['MB', 'Clock', 'WALL_CLOCK', 'THREAD_CLOCK', 'pick_clock', 'PeakMemory', 'Meter',
            'Row', 'forward_backward', 'run_case', 'fresh_process_memory']
 
 MB = 1024 * 1024
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ import ctypes
 import ctypes.util
 import os
 
-__all__ = ['GLIBC_MMAP_MAX', 'MALLOC_SETTINGS', 'OPT_OUT', 'M_MMAP_MAX', 'M_TRIM_THRESHOLD',
-           'keep_freed_memory', 'keeping_freed_memory', 'reapply']
+__all__ = ['GLIBC_MMAP_MAX', 'MALLOC_SETTINGS', 'OPT_OUT', 'M_MMAP_MAX', 'M_MMAP_THRESHOLD',
+           'M_TRIM_THRESHOLD', 'keep_freed_memory', 'keeping_freed_memory', 'reapply']
 
 # mallopt parameter numbers from glibc's <malloc.h>, and its default M_MMAP_MAX.
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 GLIBC_MMAP_MAX = 65536
 MALLOC_SETTINGS = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 1 << 30}
 OPT_OUT = 'VVT_MM_MALLOC_TUNING'
