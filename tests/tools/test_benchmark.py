@@ -127,7 +127,9 @@ def test_quick_run_prints_ratios_and_writes_csv_and_png(tmp_path, capsys):
     # rate measured once.
     official = {r['name']: r for r in table if r['suite'] == 'official'}
     assert set(official) == {'VVT-S(ours)', 'VVT-S(official structure)',
-                             'VVT-S(ours) torch.compile(aot_eager)'}
+                             'VVT-S(ours) torch.compile(aot_eager)',
+                             'VVT-S(ours) linear+conv layers alone'}
+    assert 'our linear and conv layers alone, timed at their shapes: ' in text
     assert all(0 < float(r['fwd_ms']) < float(r['fwd_bwd_ms']) for r in official.values())
     ours_compiled = official['VVT-S(ours) torch.compile(aot_eager)']
     assert float(ours_compiled['fwd_setup_s']) > 0 and float(ours_compiled['fwd_bwd_setup_s']) > 0
@@ -179,7 +181,7 @@ def test_target_checks_print_the_bounds_and_the_triton_ratio():
 
 
 def test_official_and_highres_checks_quote_ratios_rates_and_memory():
-    from vvt_mm.benchmark.official import GEMM_RATE, OFFICIAL, OURS, ours_compiled
+    from vvt_mm.benchmark.official import DENSE, GEMM_RATE, OFFICIAL, OURS, ours_compiled
     rows = [Row('machine', GEMM_RATE, 1024, 0, 1, fwd_ms=25.0),
             Row('official', OURS, 512, 0, 1, fwd_ms=500, fwd_bwd_ms=1000, note='VVT-S'),
             Row('official', OFFICIAL, 512, 0, 1, fwd_ms=800, fwd_bwd_ms=2400, note='VVT-S'),
@@ -207,7 +209,16 @@ def test_official_and_highres_checks_quote_ratios_rates_and_memory():
             'PASS') in text
     assert ('inference peak memory at 1024x2048: VVT-S 900 MiB vs PVTv2-b2 1500 MiB, Swin-T '
             '1200 MiB (need VVT-S least) PASS') in text
-    rows[-1].fwd_mem_mb = 800
+    # With the dense layers timed alone (320 / 960 ms): 800 / 320, 2400 / 960, and
+    # 30e9 MACs in 320 ms over 42.9e9 MAC/s.
+    rows.append(Row('official', DENSE, 512, 0, 1, fwd_ms=320, fwd_bwd_ms=960))
+    rows[-1].extra['macs'] = 30e9
+    text = '\n'.join(report.target_checks(rows, cli.parse_args([])))
+    assert ('so at most 3.44x / 3.55x on this BLAS] [our linear and conv layers alone, timed '
+            'at their shapes: 320 / 960 ms, so at most 2.50x / 2.50x with them]') in text
+    assert ('1.40 of the GEMM rate (need >= 0.7) PASS [our linear and conv layers alone take '
+            '320 ms, so at most 2.18]') in text
+    rows[-2].fwd_mem_mb = 800
     assert 'Swin-T 800 MiB (need VVT-S least) FAIL' in '\n'.join(
         report.target_checks(rows, cli.parse_args([])))
 

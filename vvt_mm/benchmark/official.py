@@ -16,9 +16,12 @@
   ``--no-official-compile`` skips it), forward and forward+backward, against
   the official structure in eager mode (what its users run); its compile time
   (first call minus a steady one, cold caches) goes into the row.
-* a bound: the linear and conv layers' multiply-adds at that rate
+* two bounds: the linear and conv layers' multiply-adds at that rate
   (:func:`dense_floor_ms`) are a time no implementation goes below, so the
-  official-structure time over it is the largest speed-up this machine allows.
+  official-structure time over it is the largest speed-up this machine allows;
+  and ours' linear and conv layers alone, timed at the shapes and layouts our
+  forward runs them (:mod:`.dense_layers`, row :data:`DENSE`), bound what any
+  VVT-S built from those layers reaches here.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
+from .dense_layers import DenseReplay, record_dense_calls
 from .deploy import (
     cold_compile_caches,
     compiled_name,
@@ -41,10 +45,11 @@ from .deploy import (
 from .measurement import Meter, Row, forward_backward
 from .suites import Progress
 
-__all__ = ['OURS', 'OFFICIAL', 'ours_compiled', 'GEMM_RATE', 'MAC_CONVENTION', 'gemm_rate_row',
-           'forward_macs', 'macs_breakdown', 'dense_floor_ms', 'official_suite']
+__all__ = ['OURS', 'OFFICIAL', 'DENSE', 'ours_compiled', 'GEMM_RATE', 'MAC_CONVENTION',
+           'gemm_rate_row', 'forward_macs', 'macs_breakdown', 'dense_floor_ms', 'official_suite']
 
 OURS, OFFICIAL = 'VVT-S(ours)', 'VVT-S(official structure)'
+DENSE = 'VVT-S(ours) linear+conv layers alone'
 GEMM_RATE = 'GEMM 1024^3 fp32'
 MAC_CONVENTION = ("multiply-adds as tools/analysis/get_flops.py counts them (fvcore via "
                   "mmengine's FlopAnalyzer: 1 multiply-add = 1 FLOP; convs, linears, "
@@ -157,6 +162,19 @@ def _compiled_calls(row: Row, compiled: nn.Module, img: torch.Tensor,
     return calls
 
 
+def _dense_layers_row(model: nn.Module, img: torch.Tensor, macs: dict[str, int],
+                      args: argparse.Namespace, meter: Meter) -> Row:
+    """Ours' linear and conv calls replayed alone: a bound, not an implementation."""
+    row = Row('official', DENSE, img.shape[-1], (img.shape[-1] // 4)**2, args.official_batch,
+              note='bound, not an implementation')
+    replay = DenseReplay(record_dense_calls(model, img), meter.device)
+    # Best of three at most: a bound needs no more, and 1024^2 calls take seconds.
+    row.fwd_ms, row.fwd_bwd_ms = replay.calls_ms(meter.timed, min(max(args.repeats, 1), 2) + 1)
+    row.extra['macs'] = macs['total'] * args.official_batch
+    row.extra['dense_calls'] = len(replay.calls)
+    return row
+
+
 @contextlib.contextmanager
 def _cold_compile(backend: str, device: torch.device):
     with cold_compile_caches(), training_compile_settings(backend, device):
@@ -203,6 +221,8 @@ def official_suite(args: argparse.Namespace, meter: Meter, progress: Progress) -
             rows.append(row)
         for model in models.values():
             model.zero_grad(set_to_none=True)
+        progress(f'official: our linear and conv layers alone @ {size}px')
+        rows.append(_dense_layers_row(ours, img, macs, args, meter))
         del ours, official, models, calls
     progress('machine: 1024^3 fp32 GEMM rate again')
     again = gemm_rate_row(meter)

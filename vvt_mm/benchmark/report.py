@@ -18,7 +18,15 @@ from pathlib import Path
 
 from .deploy import EAGER, ONNXRUNTIME, compiled_name
 from .measurement import Row
-from .official import GEMM_RATE, MAC_CONVENTION, OFFICIAL, OURS, dense_floor_ms, ours_compiled
+from .official import (
+    DENSE,
+    GEMM_RATE,
+    MAC_CONVENTION,
+    OFFICIAL,
+    OURS,
+    dense_floor_ms,
+    ours_compiled,
+)
 from .suites import GEMM_FLOOR
 
 __all__ = ['fmt', 'ratio', 'table', 'comparison', 'fit_line', 'target_checks', 'faster',
@@ -168,6 +176,12 @@ def official_checks(rows: list[Row], args: argparse.Namespace) -> list[str]:
             line += (f' [its linear and conv layers alone at the GEMM rate: {floor_fwd:.0f} / '
                      f'{floor_both:.0f} ms, so at most {ratio(off.fwd_ms, floor_fwd):.2f}x / '
                      f'{ratio(off.fwd_bwd_ms, floor_both):.2f}x on this BLAS]')
+        dense = idx.get(('official', DENSE, size))
+        if dense:
+            line += (f' [our linear and conv layers alone, timed at their shapes: '
+                     f'{dense.fwd_ms:.0f} / {dense.fwd_bwd_ms:.0f} ms, so at most '
+                     f'{ratio(off.fwd_ms, dense.fwd_ms):.2f}x / '
+                     f'{ratio(off.fwd_bwd_ms, dense.fwd_bwd_ms):.2f}x with them]')
         lines.append(line)
         comp = idx.get(('official', ours_compiled(args.compile_backend), size))
         if comp:
@@ -190,6 +204,9 @@ def official_checks(rows: list[Row], args: argparse.Namespace) -> list[str]:
                         f'{frac:.2f} of the GEMM rate')
                 if need is not None:
                     line += f' (need >= {need}) {verdict(frac >= need)}'
+                    if dense:
+                        line += (f' [our linear and conv layers alone take {dense.fwd_ms:.0f} '
+                                 f'ms, so at most {macs / (dense.fwd_ms / 1e3) / rate:.2f}]')
                 lines.append(line)
     return lines
 
