@@ -7,10 +7,12 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from vvt_mm.ops.clamped_gate import clamped_feature_preserving
 from vvt_mm.ops.vicinity_reference import abs_clamp
 from vvt_mm.registry import ATTENTIONS
 
 from ..layers.kv_reduction import KVReductionMixin
+from ..layers.tracing import is_exporting
 from .heads import merge_heads, split_heads
 from .vicinity_dispatch import IMPLS, vicinity_attention
 
@@ -102,12 +104,25 @@ class VicinityAttention(KVReductionMixin, BaseModule):
         q, k, v = (split_heads(t, self.num_heads) for t in self.project_qkv(x, kv_tokens))
         out = self.attention_core(q, k, v, tuple(hw_shape), kv_hw)
         out = self.out_proj(merge_heads(out))
+        if self.clamp and self._sigmoid_gate and out.dtype == gate.dtype and _eager():
+            return clamped_feature_preserving(out, gate)  # the lines below, in fewer passes
         if self.clamp:
             out = abs_clamp(out)
         out = out + out * gate
         if self.clamp:
             out = abs_clamp(out)
         return out
+
+    @property
+    def _sigmoid_gate(self) -> bool:
+        # The fused form needs gate >= 0, which a sigmoid last layer guarantees.
+        return isinstance(self.fpc_gate, nn.Sequential) and isinstance(self.fpc_gate[-1],
+                                                                       nn.Sigmoid)
+
+
+def _eager() -> bool:
+    """Not under a compiler, an exporter or a tracer (they take the plain ops)."""
+    return not (torch.compiler.is_compiling() or is_exporting() or torch.jit.is_tracing())
 
 
 def _plain_linear(m: nn.Module) -> bool:
