@@ -52,8 +52,10 @@ class _AbsClamp(torch.autograd.Function):
     """``sign(t) * clamp(|t|, lo, hi)`` saving a 1-byte mask instead of floats.
 
     Its derivative is 1 where ``lo <= |t| <= hi`` and 0 elsewhere (the clamp is
-    flat there and ``sign`` is piecewise constant), exactly what autograd
-    derives for the official expression.
+    flat there and ``sign`` is piecewise constant): what autograd derives for
+    the official expression, except exactly at ``|t| == lo`` or ``hi``, where
+    torch's ``clamp`` backward (scalar bounds) takes the subgradient 0 and
+    every clamp of this package takes 1.
     """
 
     @staticmethod
