@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -15,7 +16,7 @@ WORK_OPS = (*DENSE_OPS, torch.ops.aten.convolution_backward.default)
 
 
 class _DenseWork(TorchDispatchMode):
-    """Counts dense aten calls by op and operand shapes (an independent tally)."""
+    """Counts dense aten calls by op and operand shapes and strides (an independent tally)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -23,7 +24,8 @@ class _DenseWork(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func in WORK_OPS:
-            shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+            shapes = tuple((tuple(a.shape), a.stride()) for a in args
+                           if isinstance(a, torch.Tensor))
             self.seen[(func, shapes)] += 1
         return func(*args, **(kwargs or {}))
 
@@ -39,27 +41,29 @@ class _Toy(nn.Module):
         self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
         self.gate = nn.Linear(16, 16, bias=False)
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
+    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.stem(img)
         b, c, h, w = x.shape
         tokens = self.fc(x.flatten(2).transpose(1, 2).contiguous())
         grid = self.dw(tokens.reshape(b, h, w, -1).permute(0, 3, 1, 2))
-        return grid.mean() + self.gate(tokens.mean(1)).sum()
+        return grid, self.gate(tokens.mean(1))  # outputs like a backbone's
 
 
-def _model_work(model: nn.Module, img: torch.Tensor) -> Counter:
-    tally = _DenseWork()
-    with tally:
-        model(img).backward() if isinstance(model, _Toy) else sum(
-            o.mean() for o in model(img)).backward()
-    return tally.seen
-
-
-def _replay_work(replay: DenseReplay, step) -> Counter:
+def _dense_work(step) -> Counter:
+    """The dense aten calls one ``step()`` makes."""
     tally = _DenseWork()
     with tally:
         step()
     return tally.seen
+
+
+def _forward(model: nn.Module, img: torch.Tensor) -> None:
+    with torch.no_grad():
+        model(img)
+
+
+def _forward_backward(model: nn.Module, img: torch.Tensor) -> None:
+    sum(o.mean() for o in model(img)).backward()
 
 
 def test_records_each_dense_call_with_its_layout_and_the_image_operand():
@@ -81,20 +85,13 @@ def test_replay_runs_the_models_dense_work_forward_and_backward():
     for model, img in ((_Toy(), torch.randn(2, 3, 32, 32)),
                        (VVT(arch='tiny'), torch.randn(1, 3, 64, 64))):
         replay = DenseReplay(record_dense_calls(model, img), torch.device('cpu'))
-        forward = _replay_forward_only(model, img)
-        assert _replay_work(replay, replay.forward) == forward
+        forward = _dense_work(partial(_forward, model, img))
+        assert _dense_work(replay.forward) == forward
         # Forward+backward: the same linear and conv calls and the same
         # gradient GEMMs and conv backwards as autograd runs for the model.
-        both = _model_work(model, img)
-        assert _replay_work(replay, replay.forward_backward) == both
+        both = _dense_work(partial(_forward_backward, model, img))
+        assert _dense_work(replay.forward_backward) == both
         assert sum(both.values()) > 2 * sum(forward.values())  # the gradients are in it
-
-
-def _replay_forward_only(model: nn.Module, img: torch.Tensor) -> Counter:
-    tally = _DenseWork()
-    with torch.no_grad(), tally:
-        model(img)
-    return tally.seen
 
 
 def test_replay_gives_the_image_no_gradient_and_every_other_operand_one():

@@ -7,13 +7,15 @@ it). Timing the layers themselves gives a tighter bound that is still a
 bound: a forward holds these calls and more, so no VVT-S built from the same
 layers runs faster than they do alone.
 
-:func:`record_dense_calls` runs one forward (no grad) under a dispatch mode
-and keeps the signature of every ``addmm``, ``mm`` and ``convolution`` --
-shapes, strides, non-tensor arguments, and whether an operand was the input
-image (its gradient is never computed). :class:`DenseReplay` then calls the
-same aten ops on random tensors of those signatures, forward only or each
-call with its backward; repeated signatures (the blocks of a stage) share
-their tensors.
+:func:`record_dense_calls` runs one forward+backward under a dispatch mode
+and keeps the signature of every forward ``addmm``, ``mm`` and
+``convolution`` -- shapes, strides, non-tensor arguments, whether an operand
+was the input image (its gradient is never computed), and the layout the
+output's gradient arrives in (a patch embedding's NCHW output gets its
+gradient channels-last from the tokens it is flattened into).
+:class:`DenseReplay` then calls the same aten ops on random tensors of those
+signatures, forward only or each call with its backward; repeated signatures
+(the blocks of a stage) share their tensors.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from .measurement import forward_backward
 
 __all__ = ['DENSE_OPS', 'DenseCall', 'record_dense_calls', 'DenseReplay']
 
@@ -47,6 +51,7 @@ class DenseCall:
     others: tuple
     out_shape: tuple[int, ...]
     out_stride: tuple[int, ...]
+    grad_stride: tuple[int, ...]  # of the output's gradient in backward
 
 
 class _Recorder(TorchDispatchMode):
@@ -54,28 +59,50 @@ class _Recorder(TorchDispatchMode):
     def __init__(self, image: torch.Tensor) -> None:
         super().__init__()
         self.image_ptr = image.data_ptr()
-        self.calls: list[DenseCall] = []
+        self.calls: list[dict] = []
+        self.in_forward = True  # backward's own mm calls are not layers
+        # A conv's backward names its input and weight: the forward call they were.
+        self.conv_at: dict[tuple[int, int], int] = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if func in DENSE_OPS and not kwargs:
+        if func in DENSE_OPS and self.in_forward and not kwargs:
             operands = tuple(
                 _Operand(tuple(a.shape), tuple(a.stride()), a.data_ptr() == self.image_ptr)
                 if isinstance(a, torch.Tensor) else None for a in args)
             # Lists (a conv's stride, padding) as tuples: calls are dict keys.
             others = tuple(None if isinstance(a, torch.Tensor) else
                            tuple(a) if isinstance(a, list) else a for a in args)
-            self.calls.append(DenseCall(func, operands, others, tuple(out.shape),
-                                        tuple(out.stride())))
+            if func is torch.ops.aten.convolution.default:
+                self.conv_at[(args[0].data_ptr(), args[1].data_ptr())] = len(self.calls)
+            self.calls.append(dict(op=func, operands=operands, others=others,
+                                   out_shape=tuple(out.shape), out_stride=tuple(out.stride()),
+                                   grad_stride=tuple(out.stride())))
+        elif func is torch.ops.aten.convolution_backward.default:
+            grad, inp, weight = args[:3]
+            at = self.conv_at.get((inp.data_ptr(), weight.data_ptr()))
+            if at is not None:
+                self.calls[at]['grad_stride'] = tuple(grad.stride())
         return out
 
 
 def record_dense_calls(model: torch.nn.Module, image: torch.Tensor) -> list[DenseCall]:
-    """The dense calls of one ``model(image)`` forward, in order."""
+    """The forward dense calls of one ``model(image)`` forward+backward, in order.
+
+    Linear layers' gradients arrive in their outputs' (contiguous) layout; a
+    conv's is read off its backward.
+    """
     recorder = _Recorder(image)
-    with torch.no_grad(), recorder:
-        model(image)
-    return recorder.calls
+
+    def forward():
+        out = model(image)
+        recorder.in_forward = False
+        return out
+
+    with recorder:
+        forward_backward(forward)
+    model.zero_grad(set_to_none=True)
+    return [DenseCall(**call) for call in recorder.calls]
 
 
 class DenseReplay:
@@ -97,35 +124,33 @@ class DenseReplay:
 
         self.calls = calls
         self._leaves: dict[DenseCall, list[torch.Tensor | None]] = {}
+        self._weight_at: dict[DenseCall, int | None] = {}  # the linear weight used via .t()
         self._grads: dict[DenseCall, torch.Tensor] = {}
         for call in dict.fromkeys(calls):
+            weight_at = len(call.operands) - 1 if self._has_linear_weight(call) else None
             leaves = []
             for i, operand in enumerate(call.operands):
                 if operand is None:
                     leaves.append(None)
-                elif self._is_linear_weight(call, i):
-                    leaves.append(rand(operand.shape[::-1], operand.stride[::-1]))
-                else:
-                    leaves.append(rand(operand.shape, operand.stride))
-            self._leaves[call] = leaves
-            self._grads[call] = rand(call.out_shape, call.out_stride)
+                    continue
+                shape, stride = operand.shape, operand.stride
+                leaf = rand(shape[::-1], stride[::-1]) if i == weight_at else rand(shape, stride)
+                leaves.append(leaf.requires_grad_(not operand.is_image))
+            self._leaves[call], self._weight_at[call] = leaves, weight_at
+            self._grads[call] = rand(call.out_shape, call.grad_stride)
 
     @staticmethod
-    def _is_linear_weight(call: DenseCall, index: int) -> bool:
+    def _has_linear_weight(call: DenseCall) -> bool:
+        """``mm(x, w.t())`` or ``addmm(bias, x, w.t())`` with a contiguous ``w``."""
         if call.op is torch.ops.aten.convolution.default:
             return False
-        weight = call.operands[-1]  # mm(x, w.t()) and addmm(bias, x, w.t())
-        return (index == len(call.operands) - 1 and len(weight.shape) == 2
-                and weight.stride == (1, weight.shape[0]))
+        weight = call.operands[-1]
+        return len(weight.shape) == 2 and weight.stride == (1, weight.shape[0])
 
     def _args(self, call: DenseCall) -> list:
-        args = []
-        for i, (leaf, other) in enumerate(zip(self._leaves[call], call.others)):
-            if leaf is None:
-                args.append(other)
-            else:
-                args.append(leaf.t() if self._is_linear_weight(call, i) else leaf)
-        return args
+        weight_at = self._weight_at[call]
+        return [other if leaf is None else leaf.t() if i == weight_at else leaf
+                for i, (leaf, other) in enumerate(zip(self._leaves[call], call.others))]
 
     def forward(self) -> None:
         """Every recorded call once, without autograd."""
@@ -136,11 +161,9 @@ class DenseReplay:
     def forward_backward(self) -> None:
         """Every recorded call with its backward (input and weight gradients)."""
         for call in self.calls:
-            leaves = self._leaves[call]
-            for leaf, operand in zip(leaves, call.operands):
+            for leaf in self._leaves[call]:
                 if leaf is not None:
                     leaf.grad = None
-                    leaf.requires_grad_(not operand.is_image)
             call.op(*self._args(call)).backward(self._grads[call])
 
     def calls_ms(self, timed: Callable[[Callable[[], object]], float],

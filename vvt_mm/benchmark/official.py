@@ -171,7 +171,6 @@ def _dense_layers_row(model: nn.Module, img: torch.Tensor, macs: dict[str, int],
     # Best of three at most: a bound needs no more, and 1024^2 calls take seconds.
     row.fwd_ms, row.fwd_bwd_ms = replay.calls_ms(meter.timed, min(max(args.repeats, 1), 2) + 1)
     row.extra['macs'] = macs['total'] * args.official_batch
-    row.extra['dense_calls'] = len(replay.calls)
     return row
 
 
